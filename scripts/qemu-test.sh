@@ -1,0 +1,40 @@
+#!/bin/bash
+# slate's full test suite: lints, unit and integration tests, and the QEMU
+# boot and update scenarios. As root it installs what it needs with apt;
+# otherwise it lists what is missing and the tests that need it skip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export LC_ALL=C TZ=UTC
+
+# Debian packages the tests use as independent checkers and as the VM.
+PACKAGES=(qemu-system-x86 ovmf e2fsprogs dosfstools mtools gdisk openssl zstd cpio util-linux)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    if [ "$(id -u)" = 0 ]; then
+        echo "qemu-test: installing ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    else
+        echo "qemu-test: missing packages (tests needing them will skip): ${missing[*]}" >&2
+        echo "qemu-test: install them with: sudo apt-get install ${missing[*]}" >&2
+    fi
+fi
+
+step() { printf '\n=== %s ===\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --locked --all-targets
+
+echo
+echo "qemu-test: all tests passed"

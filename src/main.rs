@@ -1,0 +1,31 @@
+//! The `slate` binary: parse arguments, call the library, print errors once.
+
+use clap::Parser;
+use std::process::ExitCode;
+
+// Allowed only until the first subcommand lands (the enum is empty).
+#[allow(unreachable_code, unused_variables)]
+fn main() -> ExitCode {
+    let cli = slate::cli::Cli::parse();
+    report(slate::cli::run(cli))
+}
+
+/// Prints an error chain on one line and picks the exit code.
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        // Output piped into `head` and closed early is not an error.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("slate: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
