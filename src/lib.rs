@@ -9,6 +9,7 @@
 //! - [`progress`]: progress bars on a terminal, quiet otherwise.
 //! - [`cli`]: the command-line interface.
 
+pub mod build_manifest;
 pub mod cli;
 pub mod io;
 pub mod progress;
