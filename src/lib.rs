@@ -11,8 +11,13 @@
 
 pub mod build_manifest;
 pub mod cli;
+pub mod elf;
 pub mod io;
+pub mod kernel;
+pub mod packages;
 pub mod progress;
+pub mod recipe;
 pub mod reproducible;
 pub mod tree;
 pub mod units;
+pub mod version;
