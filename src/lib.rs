@@ -9,6 +9,8 @@
 //! - [`progress`]: progress bars on a terminal, quiet otherwise.
 //! - [`cli`]: the command-line interface.
 
+pub mod agent;
+pub mod boot_env;
 pub mod build_manifest;
 pub mod cli;
 pub mod elf;

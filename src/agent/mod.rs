@@ -1,0 +1,11 @@
+//! The on-device agent: boot verdicts, commits, rollbacks and installs.
+//!
+//! It runs from the image's init as `slate-agent boot`, and on demand as
+//! `slate-agent install ...` / `slate-agent status --json`.
+
+pub mod cmdline;
+pub mod config;
+pub mod events;
+pub mod health;
+pub mod state;
+pub mod watchdog;
