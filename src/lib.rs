@@ -13,6 +13,7 @@ pub mod agent;
 pub mod boot_env;
 pub mod build_manifest;
 pub mod cli;
+pub mod compose;
 pub mod elf;
 pub mod io;
 pub mod kernel;

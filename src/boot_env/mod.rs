@@ -191,6 +191,15 @@ impl BootSnapshot {
     }
 }
 
+/// The files a slot boots from besides its root filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootFile {
+    /// The kernel image.
+    Kernel,
+    /// The initramfs.
+    Initrd,
+}
+
 /// What a boot entry starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntrySpec {
@@ -235,13 +244,16 @@ pub trait BootFlow {
     fn snapshot(&self) -> Result<BootSnapshot, BootEnvError>;
     /// Takes `slot` out of the boot order (before its contents are rewritten).
     fn disable(&mut self, slot: SlotId) -> Result<(), BootEnvError>;
-    /// Installs the kernel and initrd `slot` boots with.
-    fn install_kernel(
+    /// Installs one boot file (kernel or initrd) for `slot`, streaming it
+    /// from `src`; the slot must be disabled.
+    fn install_boot_file(
         &mut self,
         slot: SlotId,
-        kernel: &mut dyn Read,
-        initrd: &mut dyn Read,
+        file: BootFile,
+        src: &mut dyn Read,
     ) -> Result<(), BootEnvError>;
+    /// Reads back a boot file of `slot` (to verify it after writing).
+    fn read_boot_file(&self, slot: SlotId, file: BootFile) -> Result<Box<dyn Read>, BootEnvError>;
     /// Makes `slot` the next boot, with `tries` attempts before the loader
     /// falls back to the committed slot.
     fn try_next(&mut self, slot: SlotId, tries: u32, entry: &EntrySpec)

@@ -17,7 +17,7 @@
 //! a slot's kernel and initrd are written before its entry exists, so an
 //! entry never points at half-written files.
 
-use super::{BootEnvError, BootFlow, BootSnapshot, EntrySpec, SlotBootState, SlotId};
+use super::{BootEnvError, BootFile, BootFlow, BootSnapshot, EntrySpec, SlotBootState, SlotId};
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -44,6 +44,14 @@ pub fn kernel_path(slot: SlotId) -> String {
 /// ESP path of a slot's initrd.
 pub fn initrd_path(slot: SlotId) -> String {
     format!("slate/{}/initrd", slot.lower())
+}
+
+/// ESP path of a slot's boot file.
+pub fn boot_file_path(slot: SlotId, file: BootFile) -> String {
+    match file {
+        BootFile::Kernel => kernel_path(slot),
+        BootFile::Initrd => initrd_path(slot),
+    }
 }
 
 /// A parsed entry file name.
@@ -279,22 +287,26 @@ impl BootFlow for SystemdBoot {
         Ok(())
     }
 
-    fn install_kernel(
+    fn install_boot_file(
         &mut self,
         slot: SlotId,
-        kernel: &mut dyn Read,
-        initrd: &mut dyn Read,
+        file: BootFile,
+        src: &mut dyn Read,
     ) -> Result<(), BootEnvError> {
         let state = self.snapshot()?.get(slot);
         if state != SlotBootState::Unbootable {
             return Err(BootEnvError::Transition {
                 slot,
-                action: "install a kernel",
+                action: "install a boot file",
                 state: state.word(),
             });
         }
-        self.write_file(&kernel_path(slot), kernel)?;
-        self.write_file(&initrd_path(slot), initrd)
+        self.write_file(&boot_file_path(slot, file), src)
+    }
+
+    fn read_boot_file(&self, slot: SlotId, file: BootFile) -> Result<Box<dyn Read>, BootEnvError> {
+        let p = self.esp.join(boot_file_path(slot, file));
+        Ok(Box::new(File::open(&p).map_err(io_err("opening", &p))?))
     }
 
     fn try_next(
@@ -465,7 +477,7 @@ mod tests {
         assert_eq!(sd.snapshot().unwrap().b, SlotBootState::Unbootable);
         assert_eq!(sd.simulate_firmware_boot().unwrap(), Some(SlotId::A));
         let e = sd
-            .install_kernel(SlotId::A, &mut &b""[..], &mut &b""[..])
+            .install_boot_file(SlotId::A, BootFile::Kernel, &mut &b""[..])
             .unwrap_err()
             .to_string();
         assert!(

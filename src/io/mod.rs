@@ -3,6 +3,7 @@
 pub mod atomic;
 pub mod hash;
 pub mod offset;
+pub mod sparse;
 
 pub use atomic::{AtomicFile, sync_dir, write_atomic};
 pub use offset::OffsetWriter;
