@@ -416,7 +416,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut sd = committed_a(d.path());
         sd.disable(SlotId::B).unwrap();
-        sd.install_kernel(SlotId::B, &mut &b"kernel"[..], &mut &b"initrd"[..])
+        sd.install_boot_file(SlotId::B, BootFile::Kernel, &mut &b"kernel"[..])
+            .unwrap();
+        sd.install_boot_file(SlotId::B, BootFile::Initrd, &mut &b"initrd"[..])
             .unwrap();
         sd.try_next(SlotId::B, 2, &spec()).unwrap();
         assert_eq!(sd.simulate_firmware_boot().unwrap(), Some(SlotId::B));
@@ -481,7 +483,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("slot A: cannot install a kernel while it is good"),
+            e.contains("slot A: cannot install a boot file while it is good"),
             "{e}"
         );
         sd.disable(SlotId::B).unwrap();
