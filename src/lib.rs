@@ -5,12 +5,14 @@
 //!
 //! - [`units`]: byte sizes and their parser.
 //! - [`tree`]: the in-memory filesystem tree that every image writer consumes.
+//! - [`filesystems`]: FAT, GPT and cpio writers (and a GPT reader).
 //! - [`io`]: atomic outputs and region writers.
 //! - [`progress`]: progress bars on a terminal, quiet otherwise.
 //! - [`cli`]: the command-line interface.
 
 pub mod build_manifest;
 pub mod cli;
+pub mod filesystems;
 pub mod io;
 pub mod progress;
 pub mod reproducible;
