@@ -5,6 +5,7 @@
 //!
 //! - [`units`]: byte sizes and their parser.
 //! - [`tree`]: the in-memory filesystem tree that every image writer consumes.
+//! - [`filesystems`]: FAT, GPT and cpio writers (and a GPT reader).
 //! - [`io`]: atomic outputs and region writers.
 //! - [`progress`]: progress bars on a terminal, quiet otherwise.
 //! - [`cli`]: the command-line interface.
@@ -15,6 +16,7 @@ pub mod build_manifest;
 pub mod cli;
 pub mod compose;
 pub mod elf;
+pub mod filesystems;
 pub mod io;
 pub mod kernel;
 pub mod packages;
