@@ -7,9 +7,11 @@
 //! - [`tree`]: the in-memory filesystem tree that every image writer consumes.
 //! - [`io`]: atomic outputs and region writers.
 //! - [`progress`]: progress bars on a terminal, quiet otherwise.
+//! - [`bundle`]: signed update bundles: format, keys, writer, streaming reader.
 //! - [`cli`]: the command-line interface.
 
 pub mod build_manifest;
+pub mod bundle;
 pub mod cli;
 pub mod io;
 pub mod progress;
