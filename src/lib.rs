@@ -8,11 +8,13 @@
 //! - [`filesystems`]: FAT, GPT and cpio writers (and a GPT reader).
 //! - [`io`]: atomic outputs and region writers.
 //! - [`progress`]: progress bars on a terminal, quiet otherwise.
+//! - [`bundle`]: signed update bundles: format, keys, writer, streaming reader.
 //! - [`cli`]: the command-line interface.
 
 pub mod agent;
 pub mod boot_env;
 pub mod build_manifest;
+pub mod bundle;
 pub mod cli;
 pub mod compose;
 pub mod elf;

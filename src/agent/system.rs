@@ -82,7 +82,7 @@ impl EspMount {
         } else {
             MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC
         };
-        mount(dev, dir, "vfat", flags, "")
+        mount(dev, dir, "vfat", flags, None::<&std::ffi::CStr>)
             .with_context(|| format!("mounting the ESP {} at {}", dev.display(), dir.display()))?;
         Ok(Self {
             dir: dir.to_path_buf(),

@@ -36,7 +36,7 @@ pub fn layout(recipe: &Recipe, ids: &DiskIds) -> Result<gpt::DiskLayout, gpt::Gp
         name: name.to_string(),
         type_guid: ty,
         guid: guid.parse().ok(),
-        size,
+        size: gpt::PartitionSize::Fixed(size),
         attributes: 0,
     };
     let specs = [
@@ -48,6 +48,8 @@ pub fn layout(recipe: &Recipe, ids: &DiskIds) -> Result<gpt::DiskLayout, gpt::Gp
     gpt::plan_disk(
         &specs,
         &gpt::DiskOptions {
+            image_name: recipe.name.clone(),
+            image_version: recipe.version.to_string(),
             disk_guid: ids.disk.parse().ok(),
             ..Default::default()
         },
@@ -64,7 +66,7 @@ pub fn write_disk(path: &Path, inputs: &DiskInputs<'_>) -> Result<(), ComposeErr
         .create_new(true)
         .open(path)
         .map_err(|e| ComposeError::io("creating", path, e))?;
-    file.set_len(layout.total_bytes())
+    file.set_len(layout.size.get())
         .map_err(|e| ComposeError::io("sizing", path, e))?;
     gpt::write_gpt(&mut file, &layout)
         .map_err(|e| ComposeError::Other(format!("writing the partition table: {e}")))?;
@@ -74,7 +76,7 @@ pub fn write_disk(path: &Path, inputs: &DiskInputs<'_>) -> Result<(), ComposeErr
             .partitions
             .iter()
             .find(|p| p.name == name)
-            .map(|p| p.byte_range())
+            .map(|p| p.offset.get()..p.offset.get() + p.size.get())
             .ok_or_else(|| ComposeError::Other(format!("layout has no {name} partition")))
     };
 

@@ -1,6 +1,8 @@
 //! `slate build`: recipe -> packages -> trees -> filesystems -> A/B disk.
 
 pub mod binaries;
+pub mod build;
+pub mod disk;
 pub mod esp;
 pub mod initramfs;
 pub mod rootfs;

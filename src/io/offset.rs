@@ -15,7 +15,7 @@ pub struct OffsetWriter<W> {
     pos: u64,
 }
 
-impl<W: Write + Seek> OffsetWriter<W> {
+impl<W: Seek> OffsetWriter<W> {
     /// A window of `len` bytes starting at `base`.
     pub fn new(mut inner: W, base: u64, len: u64) -> io::Result<Self> {
         inner.seek(SeekFrom::Start(base))?;
@@ -67,7 +67,7 @@ impl<W: Read + Write + Seek> Read for OffsetWriter<W> {
     }
 }
 
-impl<W: Write + Seek> Seek for OffsetWriter<W> {
+impl<W: Seek> Seek for OffsetWriter<W> {
     fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
         let target = match to {
             SeekFrom::Start(p) => Some(p),

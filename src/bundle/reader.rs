@@ -1,0 +1,654 @@
+//! Verifying and streaming a bundle from a plain [`Read`] (a file, an HTTP
+//! body, a block device): no seeking, and memory bounded by a few chunks
+//! whatever the bundle's size.
+//!
+//! ```no_run
+//! # use slate::bundle::{open, Holes, TrustedKeys, PublicKey};
+//! # fn f(keys: TrustedKeys, slot: &mut std::fs::File) -> Result<(), Box<dyn std::error::Error>> {
+//! let src = std::fs::File::open("update.slate")?;
+//! let mut bundle = open(src, &keys)?; // signatures checked, manifest parsed
+//! println!("installing {}", bundle.manifest().version);
+//! while let Some(artifact) = bundle.next_artifact()? {
+//!     if artifact.name == "rootfs" {
+//!         // Each chunk is verified before it reaches `slot`.
+//!         bundle.copy_artifact(slot, Holes::WriteZeros, |_done| {})?;
+//!     }
+//! }
+//! bundle.finish()?; // every artifact verified, nothing after the end
+//! # Ok(()) }
+//! ```
+
+use super::error::{BundleError, CorruptKind, Region};
+use super::format::{
+    HEADER_LEN, Header, MAX_CHUNK_SIZE, SIGNATURE_RECORD_LEN, SignatureRecord, region_at,
+};
+use super::manifest::{ArtifactEntry, Digest, Manifest};
+use super::pipeline::{Pool, default_workers};
+use super::signing::{SignatureStatus, TrustedKeys, verify_embedded, verify_trusted};
+use sha2::{Digest as _, Sha256};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+
+/// How [`BundleReader::copy_artifact`] produces hole chunks (all zeros, not
+/// stored in the bundle).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holes {
+    /// Write the zeros: the destination reads as the artifact whatever it held
+    /// before (block devices, reused slots).
+    WriteZeros,
+    /// Seek over them: only for destinations known to read as zeros there,
+    /// such as a new or truncated file. A trailing hole writes one zero byte
+    /// so a file ends up with the artifact's length.
+    Seek,
+}
+
+/// The parts of a bundle before its payload, verified.
+#[derive(Debug, Clone)]
+pub struct BundleHead {
+    /// The decoded header.
+    pub header: Header,
+    /// The parsed manifest.
+    pub manifest: Manifest,
+    /// The exact signed manifest bytes.
+    pub manifest_bytes: Vec<u8>,
+    /// SHA-256 of the manifest bytes: the bundle's identity.
+    pub manifest_digest: Digest,
+    /// One entry per signature record, in bundle order.
+    pub signatures: Vec<SignatureStatus>,
+}
+
+/// An artifact about to be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactHeader {
+    /// Position in the manifest.
+    pub index: usize,
+    /// Role: `rootfs`, `kernel`, `initrd`, ...
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 of the whole artifact.
+    pub sha256: Digest,
+    /// Uncompressed bytes per chunk.
+    pub chunk_size: u64,
+    /// Number of chunks.
+    pub chunks: u64,
+    /// How many of them are holes.
+    pub holes: u64,
+    /// Its share of the payload.
+    pub compressed_size: u64,
+}
+
+/// The content of a verified chunk.
+#[derive(Debug, Clone, Copy)]
+pub enum ChunkData<'a> {
+    /// Decompressed bytes whose SHA-256 matched the manifest.
+    Bytes(&'a [u8]),
+    /// A hole: this many zero bytes.
+    Zeros(u64),
+}
+
+/// A chunk handed to [`BundleReader::read_chunks`] after verification.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifiedChunk<'a> {
+    /// Chunk index in the artifact.
+    pub index: u64,
+    /// Offset of the chunk in the artifact.
+    pub offset: u64,
+    /// Whether it is the artifact's last chunk.
+    pub last: bool,
+    /// Its content.
+    pub data: ChunkData<'a>,
+}
+
+impl VerifiedChunk<'_> {
+    /// Uncompressed length.
+    pub fn len(&self) -> u64 {
+        match self.data {
+            ChunkData::Bytes(b) => b.len() as u64,
+            ChunkData::Zeros(n) => n,
+        }
+    }
+
+    /// Whether the chunk has no bytes (never true for a valid bundle).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Before artifact `next` (== count once all are done).
+    Between {
+        next: usize,
+    },
+    /// Positioned at the start of artifact `index`'s payload.
+    At {
+        index: usize,
+    },
+    Failed,
+}
+
+/// A bundle whose signatures verified, positioned at its payload.
+pub struct BundleReader<R> {
+    src: Counted<R>,
+    head: BundleHead,
+    state: State,
+    workers: usize,
+}
+
+impl<R> std::fmt::Debug for BundleReader<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BundleReader")
+            .field("manifest_digest", &self.head.manifest_digest)
+            .field("offset", &self.src.offset)
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+/// Reads the header, manifest and signature records from `src`, checks the
+/// signatures against `keys` (every trusted signature must verify with
+/// `verify_strict`, and `keys.threshold()` distinct trusted keys must have
+/// signed), and only then parses the manifest.
+pub fn open<R: Read>(src: R, keys: &TrustedKeys) -> Result<BundleReader<R>, BundleError> {
+    let mut src = Counted {
+        inner: src,
+        offset: 0,
+    };
+    let raw = read_raw_head(&mut src)?;
+    let signatures = verify_trusted(&raw.manifest_bytes, &raw.records, keys)?;
+    let head = finish_head(raw, signatures)?;
+    Ok(BundleReader {
+        src,
+        head,
+        state: State::Between { next: 0 },
+        workers: default_workers(),
+    })
+}
+
+/// Reads the parts before the payload for display, checking each signature
+/// only against the public key embedded beside it: proof of integrity, not of
+/// trust. At least one signature must verify before the manifest is parsed.
+/// Never install from this; use [`open`].
+pub fn read_head_unverified<R: Read>(src: R) -> Result<BundleHead, BundleError> {
+    let mut src = Counted {
+        inner: src,
+        offset: 0,
+    };
+    let raw = read_raw_head(&mut src)?;
+    let signatures = verify_embedded(&raw.manifest_bytes, &raw.records)?;
+    finish_head(raw, signatures)
+}
+
+struct RawHead {
+    header: Header,
+    manifest_bytes: Vec<u8>,
+    records: Vec<SignatureRecord>,
+}
+
+fn read_raw_head<R: Read>(src: &mut Counted<R>) -> Result<RawHead, BundleError> {
+    let mut hb = [0u8; HEADER_LEN];
+    let n = src.read_full(&mut hb)?;
+    if n == 0 {
+        return Err(CorruptKind::Empty.into());
+    }
+    if n < HEADER_LEN {
+        // A short file that is not a bundle at all says so, rather than "truncated".
+        if hb[..n.min(8)] != super::format::MAGIC[..n.min(8)] {
+            return Err(BundleError::NotABundle);
+        }
+        return Err(CorruptKind::Truncated {
+            region: Region::Header,
+            offset: n as u64,
+            expected: HEADER_LEN as u64,
+        }
+        .into());
+    }
+    let header = Header::decode(&hb)?;
+    // Both lengths were capped by Header::decode, so these allocations are bounded.
+    let mut manifest_bytes = vec![0u8; header.manifest_len as usize];
+    src.read_exact_in(&mut manifest_bytes, &header)?;
+    let mut records = Vec::with_capacity(header.signature_count as usize);
+    for _ in 0..header.signature_count {
+        let mut rb = [0u8; SIGNATURE_RECORD_LEN];
+        src.read_exact_in(&mut rb, &header)?;
+        records.push(SignatureRecord::decode(&rb));
+    }
+    Ok(RawHead {
+        header,
+        manifest_bytes,
+        records,
+    })
+}
+
+fn finish_head(raw: RawHead, signatures: Vec<SignatureStatus>) -> Result<BundleHead, BundleError> {
+    let manifest = Manifest::parse(&raw.manifest_bytes)
+        .map_err(|e| BundleError::Corrupt(CorruptKind::Manifest(e.0)))?;
+    let payload = manifest.payload_len();
+    if payload != raw.header.payload_len {
+        return Err(CorruptKind::PayloadLength {
+            header: raw.header.payload_len,
+            manifest: payload,
+        }
+        .into());
+    }
+    Ok(BundleHead {
+        header: raw.header,
+        manifest_digest: Digest::of(&raw.manifest_bytes),
+        manifest,
+        manifest_bytes: raw.manifest_bytes,
+        signatures,
+    })
+}
+
+impl<R: Read> BundleReader<R> {
+    /// The verified manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.head.manifest
+    }
+
+    /// SHA-256 of the signed manifest bytes: the bundle's identity.
+    pub fn manifest_digest(&self) -> Digest {
+        self.head.manifest_digest
+    }
+
+    /// The exact signed manifest bytes.
+    pub fn manifest_bytes(&self) -> &[u8] {
+        &self.head.manifest_bytes
+    }
+
+    /// The signature records and what was found for each.
+    pub fn signatures(&self) -> &[SignatureStatus] {
+        &self.head.signatures
+    }
+
+    /// Header, manifest and signatures together.
+    pub fn head(&self) -> &BundleHead {
+        &self.head
+    }
+
+    /// Sets how many threads decompress and hash chunks (default: one per core).
+    pub fn set_workers(&mut self, workers: usize) {
+        self.workers = workers.max(1);
+    }
+
+    /// Moves to the next artifact and describes it, or returns `None` after
+    /// the last. An artifact that was not read is skipped (its payload is read
+    /// and dropped unverified, since nothing uses it).
+    pub fn next_artifact(&mut self) -> Result<Option<ArtifactHeader>, BundleError> {
+        let next = match self.state {
+            State::Between { next } => next,
+            State::At { index } => {
+                let len = self.head.manifest.artifacts[index].compressed_size();
+                self.state = State::Failed;
+                let copied = io::copy(&mut (&mut self.src).take(len), &mut io::sink())
+                    .map_err(BundleError::Io)?;
+                if copied < len {
+                    return Err(self.truncated());
+                }
+                index + 1
+            }
+            State::Failed => return Err(BundleError::Aborted),
+        };
+        let Some(a) = self.head.manifest.artifacts.get(next) else {
+            self.state = State::Between { next };
+            return Ok(None);
+        };
+        self.state = State::At { index: next };
+        Ok(Some(ArtifactHeader {
+            index: next,
+            name: a.name.clone(),
+            size: a.size,
+            sha256: a.sha256,
+            chunk_size: a.chunk_size,
+            chunks: a.chunks.len() as u64,
+            holes: a.holes(),
+            compressed_size: a.compressed_size(),
+        }))
+    }
+
+    /// Streams the current artifact (the one [`Self::next_artifact`] returned):
+    /// each chunk is decompressed and its SHA-256 checked before `on_chunk`
+    /// sees it; at the end the whole artifact's SHA-256 is checked. If this
+    /// fails, the chunks already handed over must be treated as garbage.
+    /// Errors from `on_chunk` come back as [`BundleError::Sink`].
+    pub fn read_chunks<F>(&mut self, on_chunk: F) -> Result<(), BundleError>
+    where
+        F: FnMut(VerifiedChunk<'_>) -> io::Result<()>,
+    {
+        let State::At { index } = self.state else {
+            return Err(match self.state {
+                State::Failed => BundleError::Aborted,
+                _ => BundleError::Unsupported(
+                    "read_chunks called without a current artifact (call next_artifact first)"
+                        .into(),
+                ),
+            });
+        };
+        self.state = State::Failed;
+        let artifact = &self.head.manifest.artifacts[index];
+        stream_artifact(
+            &mut self.src,
+            &self.head.header,
+            artifact,
+            self.workers,
+            on_chunk,
+        )?;
+        self.state = State::Between { next: index + 1 };
+        Ok(())
+    }
+
+    /// Writes the current artifact to `dst` from its current position,
+    /// verifying each chunk before writing it (see [`Self::read_chunks`]).
+    /// `on_progress` receives the artifact bytes done since its last call.
+    pub fn copy_artifact<W: Write + Seek>(
+        &mut self,
+        dst: &mut W,
+        holes: Holes,
+        mut on_progress: impl FnMut(u64),
+    ) -> Result<(), BundleError> {
+        let mut zeros: Vec<u8> = Vec::new();
+        self.read_chunks(|c| {
+            match c.data {
+                ChunkData::Bytes(b) => dst.write_all(b)?,
+                ChunkData::Zeros(n) => match holes {
+                    Holes::WriteZeros => {
+                        if zeros.is_empty() {
+                            zeros = vec![0u8; n.min(MAX_CHUNK_SIZE) as usize];
+                        }
+                        let mut left = n;
+                        while left > 0 {
+                            let k = left.min(zeros.len() as u64) as usize;
+                            dst.write_all(&zeros[..k])?;
+                            left -= k as u64;
+                        }
+                    }
+                    Holes::Seek if c.last => {
+                        dst.seek(SeekFrom::Current(n as i64 - 1))?;
+                        dst.write_all(&[0])?;
+                    }
+                    Holes::Seek => {
+                        dst.seek(SeekFrom::Current(n as i64))?;
+                    }
+                },
+            }
+            on_progress(c.len());
+            Ok(())
+        })
+    }
+
+    /// Verifies the current artifact without writing it anywhere.
+    pub fn verify_artifact(&mut self, mut on_progress: impl FnMut(u64)) -> Result<(), BundleError> {
+        self.read_chunks(|c| {
+            on_progress(c.len());
+            Ok(())
+        })
+    }
+
+    /// Verifies any artifacts not read yet, then checks that the bundle ends
+    /// exactly where its header says. Returns the source.
+    pub fn finish(mut self) -> Result<R, BundleError> {
+        while self.next_artifact_keep()?.is_some() {
+            self.verify_artifact(|_| {})?;
+        }
+        let mut probe = [0u8; 1];
+        match self.src.read_full(&mut probe)? {
+            0 => Ok(self.src.inner),
+            _ => Err(CorruptKind::TrailingData {
+                offset: self.head.header.bundle_len(),
+            }
+            .into()),
+        }
+    }
+
+    /// Gives back the source without reading further, e.g. for a block device
+    /// that holds a bundle and then unrelated bytes.
+    pub fn into_inner(self) -> R {
+        self.src.inner
+    }
+
+    /// Like next_artifact, but an unread current artifact is returned for
+    /// verification instead of being skipped.
+    fn next_artifact_keep(&mut self) -> Result<Option<()>, BundleError> {
+        match self.state {
+            State::At { .. } => Ok(Some(())),
+            _ => self.next_artifact().map(|a| a.map(|_| ())),
+        }
+    }
+
+    fn truncated(&self) -> BundleError {
+        CorruptKind::Truncated {
+            region: Region::Payload,
+            offset: self.src.offset,
+            expected: self.head.header.bundle_len(),
+        }
+        .into()
+    }
+}
+
+/// A data chunk on its way through a worker.
+struct Job {
+    index: u64,
+    len: usize,
+    expected: Digest,
+    compressed: Vec<u8>,
+    out: Vec<u8>,
+}
+
+enum Fault {
+    Decompress(String),
+    Length(u64),
+    Digest,
+}
+
+struct Done {
+    job: Job,
+    result: Result<(), Fault>,
+}
+
+fn decompress_and_check(
+    dctx: &mut Option<zstd::bulk::Decompressor<'static>>,
+    mut job: Job,
+) -> Done {
+    job.out.clear();
+    job.out.reserve(job.len);
+    let result = match dctx {
+        None => Err(Fault::Decompress("cannot create a zstd context".into())),
+        Some(d) => match d.decompress_to_buffer(&job.compressed, &mut job.out) {
+            Err(e) => Err(Fault::Decompress(e.to_string())),
+            Ok(n) if n != job.len => Err(Fault::Length(n as u64)),
+            Ok(_) if Digest::of(&job.out) != job.expected => Err(Fault::Digest),
+            Ok(_) => Ok(()),
+        },
+    };
+    Done { job, result }
+}
+
+enum Pending {
+    Hole(u64),
+    Data(u64),
+}
+
+/// Streams one artifact's chunks: the caller's thread reads compressed
+/// chunks in order and keeps the whole-artifact hash; workers decompress and
+/// check each chunk's hash. Results are handed over in order.
+fn stream_artifact<R: Read, F>(
+    src: &mut Counted<R>,
+    header: &Header,
+    a: &ArtifactEntry,
+    workers: usize,
+    mut on_chunk: F,
+) -> Result<(), BundleError>
+where
+    F: FnMut(VerifiedChunk<'_>) -> io::Result<()>,
+{
+    let count = a.chunks.len() as u64;
+    let mut whole = Sha256::new();
+    let mut zero_digests: Vec<(u64, Digest)> = Vec::new();
+    let zeros = vec![0u8; a.chunk_size.min(64 * 1024) as usize];
+    let mut spare: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let sink_err = |source: io::Error| BundleError::Sink {
+        artifact: a.name.clone(),
+        source,
+    };
+    let corrupt = |index: u64, fault: Fault| -> BundleError {
+        let offset = index * a.chunk_size;
+        let artifact = a.name.clone();
+        BundleError::Corrupt(match fault {
+            Fault::Decompress(reason) => CorruptKind::ChunkDecompress {
+                artifact,
+                index,
+                offset,
+                reason,
+            },
+            Fault::Length(found) => CorruptKind::ChunkLength {
+                artifact,
+                index,
+                offset,
+                expected: a.chunk_len(index),
+                found,
+            },
+            Fault::Digest => CorruptKind::ChunkDigest {
+                artifact,
+                index,
+                offset,
+            },
+        })
+    };
+
+    std::thread::scope(|s| -> Result<(), BundleError> {
+        let mut pool: Pool<'_, Job, Done> = Pool::start(
+            s,
+            workers,
+            || zstd::bulk::Decompressor::new().ok(),
+            decompress_and_check,
+        );
+        let mut pending = std::collections::VecDeque::new();
+        let mut next = 0u64;
+        loop {
+            // Keep the workers busy: read ahead while there is room.
+            while next < count && pool.has_room() && pending.len() < 64 {
+                let c = &a.chunks[next as usize];
+                if c.is_hole() {
+                    pending.push_back(Pending::Hole(next));
+                } else {
+                    let (mut compressed, out) = spare.pop().unwrap_or_default();
+                    // Bounded by max_compressed_len(chunk_size) via Manifest::validate.
+                    compressed.resize(c.compressed_size as usize, 0);
+                    src.read_exact_in(&mut compressed, header)?;
+                    pool.submit(Job {
+                        index: next,
+                        len: a.chunk_len(next) as usize,
+                        expected: c.sha256,
+                        compressed,
+                        out,
+                    })
+                    .map_err(|e| BundleError::Io(e.into()))?;
+                    pending.push_back(Pending::Data(next));
+                }
+                next += 1;
+            }
+            let Some(p) = pending.pop_front() else { break };
+            let index = match p {
+                Pending::Hole(i) | Pending::Data(i) => i,
+            };
+            let chunk = VerifiedChunk {
+                index,
+                offset: index * a.chunk_size,
+                last: index + 1 == count,
+                data: ChunkData::Zeros(0),
+            };
+            match p {
+                Pending::Hole(i) => {
+                    let len = a.chunk_len(i);
+                    let digest = match zero_digests.iter().find(|(l, _)| *l == len) {
+                        Some((_, d)) => *d,
+                        None => {
+                            let d = Digest::of_zeros(len);
+                            zero_digests.push((len, d));
+                            d
+                        }
+                    };
+                    if digest != a.chunks[i as usize].sha256 {
+                        return Err(corrupt(i, Fault::Digest));
+                    }
+                    let mut left = len;
+                    while left > 0 {
+                        let k = left.min(zeros.len() as u64) as usize;
+                        whole.update(&zeros[..k]);
+                        left -= k as u64;
+                    }
+                    on_chunk(VerifiedChunk {
+                        data: ChunkData::Zeros(len),
+                        ..chunk
+                    })
+                    .map_err(sink_err)?;
+                }
+                Pending::Data(_) => {
+                    let done = pool.receive().map_err(|e| BundleError::Io(e.into()))?;
+                    if let Err(f) = done.result {
+                        return Err(corrupt(done.job.index, f));
+                    }
+                    whole.update(&done.job.out);
+                    on_chunk(VerifiedChunk {
+                        data: ChunkData::Bytes(&done.job.out),
+                        ..chunk
+                    })
+                    .map_err(sink_err)?;
+                    spare.push((done.job.compressed, done.job.out));
+                }
+            }
+        }
+        Ok(())
+    })?;
+    if Digest(whole.finalize().into()) != a.sha256 {
+        return Err(CorruptKind::ArtifactDigest {
+            artifact: a.name.clone(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// A reader that counts bytes, so errors can say where the data ended.
+struct Counted<R> {
+    inner: R,
+    offset: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: Read> Counted<R> {
+    /// Reads until `buf` is full or the source ends; returns the bytes read.
+    fn read_full(&mut self, buf: &mut [u8]) -> Result<usize, BundleError> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match self.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(BundleError::Io(e)),
+            }
+        }
+        Ok(filled)
+    }
+
+    /// Fills `buf`; an early end is reported as truncation in the region it hit.
+    fn read_exact_in(&mut self, buf: &mut [u8], header: &Header) -> Result<(), BundleError> {
+        let n = self.read_full(buf)?;
+        if n < buf.len() {
+            return Err(CorruptKind::Truncated {
+                region: region_at(header, self.offset),
+                offset: self.offset,
+                expected: header.bundle_len(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+}

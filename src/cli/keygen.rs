@@ -1,0 +1,91 @@
+//! `slate keygen`: make an Ed25519 signing key pair in openssl's formats.
+
+use crate::bundle::SecretKey;
+use anyhow::{Context, bail};
+use clap::Args;
+use std::ffi::OsString;
+use std::fs::Permissions;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// Make a signing key pair: PREFIX.key (PKCS#8 PEM, mode 0600) and
+/// PREFIX.pub (SPKI PEM). Existing files are kept unless --force is given.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Path prefix of the two key files.
+    pub prefix: PathBuf,
+    /// Replace existing key files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
+    let mut s: OsString = prefix.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Writes `text` beside `dest` with `mode`, fsyncs it, and moves it into
+/// place: over an existing file only with `replace`, else failing if one
+/// exists (link-based, so two racing runs cannot both win).
+fn place(dest: &Path, text: &str, mode: u32, replace: bool) -> anyhow::Result<()> {
+    let dir = match dest.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".slate-key.")
+        .permissions(Permissions::from_mode(mode))
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    // The umask may have narrowed the mode; set it exactly.
+    tmp.as_file()
+        .set_permissions(Permissions::from_mode(mode))
+        .and_then(|()| tmp.write_all(text.as_bytes()))
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| format!("writing {}", dest.display()))?;
+    let placed = if replace {
+        tmp.persist(dest).map(|_| ())
+    } else {
+        tmp.persist_noclobber(dest).map(|_| ())
+    };
+    placed.map_err(|e| {
+        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+            anyhow::anyhow!("{} already exists (--force replaces it)", dest.display())
+        } else {
+            anyhow::Error::new(e.error).context(format!("writing {}", dest.display()))
+        }
+    })?;
+    crate::io::sync_dir(dir).with_context(|| format!("syncing {}", dir.display()))
+}
+
+/// Runs `slate keygen`.
+pub fn run(args: KeygenArgs) -> anyhow::Result<()> {
+    let key_path = with_suffix(&args.prefix, ".key");
+    let pub_path = with_suffix(&args.prefix, ".pub");
+    if !args.force {
+        for p in [&key_path, &pub_path] {
+            if p.symlink_metadata().is_ok() {
+                bail!("{} already exists (--force replaces it)", p.display());
+            }
+        }
+    }
+    let key = SecretKey::generate()?;
+    let public = key.public();
+    place(&key_path, &key.to_pem()?, 0o600, args.force)?;
+    if let Err(e) = place(&pub_path, &public.to_pem(), 0o644, args.force) {
+        // Leave no private key without its public half.
+        if !args.force {
+            let _ = std::fs::remove_file(&key_path);
+        }
+        return Err(e);
+    }
+    println!(
+        "wrote {} and {} (key id {})",
+        key_path.display(),
+        pub_path.display(),
+        public.id()
+    );
+    Ok(())
+}
