@@ -6,11 +6,13 @@
 //! - [`units`]: byte sizes and their parser.
 //! - [`tree`]: the in-memory filesystem tree that every image writer consumes.
 //! - [`io`]: atomic outputs and region writers.
+//! - [`filesystems`]: image writers (ext4, ...) consuming a [`tree::Tree`].
 //! - [`progress`]: progress bars on a terminal, quiet otherwise.
 //! - [`cli`]: the command-line interface.
 
 pub mod build_manifest;
 pub mod cli;
+pub mod filesystems;
 pub mod io;
 pub mod progress;
 pub mod reproducible;

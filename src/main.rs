@@ -3,8 +3,6 @@
 use clap::Parser;
 use std::process::ExitCode;
 
-// Allowed only until the first subcommand lands (the enum is empty).
-#[allow(unreachable_code, unused_variables)]
 fn main() -> ExitCode {
     let cli = slate::cli::Cli::parse();
     report(slate::cli::run(cli))
