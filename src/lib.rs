@@ -5,8 +5,8 @@
 //!
 //! - [`units`]: byte sizes and their parser.
 //! - [`tree`]: the in-memory filesystem tree that every image writer consumes.
-//! - [`filesystems`]: FAT, GPT and cpio writers (and a GPT reader).
 //! - [`io`]: atomic outputs and region writers.
+//! - [`filesystems`]: ext4, FAT, GPT and cpio writers (and a GPT reader).
 //! - [`progress`]: progress bars on a terminal, quiet otherwise.
 //! - [`bundle`]: signed update bundles: format, keys, writer, streaming reader.
 //! - [`cli`]: the command-line interface.

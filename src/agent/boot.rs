@@ -48,15 +48,18 @@ impl Device {
 
     /// The stored state, or the factory state on first boot.
     pub fn load_state(&self) -> DeviceState {
-        self.store
-            .load()
-            .unwrap_or_else(|| DeviceState::factory(&self.config.version, self.config.security_version))
+        self.store.load().unwrap_or_else(|| {
+            DeviceState::factory(&self.config.version, self.config.security_version)
+        })
     }
 
     /// Saves the state (a failure is reported but not fatal: /data may be a tmpfs).
     pub fn save_state(&self, state: &mut DeviceState) {
         if let Err(e) = self.store.save(state) {
-            eprintln!("slate-agent: saving state in {}: {e}", self.config.state_dir.display());
+            eprintln!(
+                "slate-agent: saving state in {}: {e}",
+                self.config.state_dir.display()
+            );
         }
     }
 
@@ -78,13 +81,19 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
     let booted = dev.booted;
     emit(
         "booted",
-        &[("slot", json!(booted.to_string())), ("version", json!(dev.config.version))],
+        &[
+            ("slot", json!(booted.to_string())),
+            ("version", json!(dev.config.version)),
+        ],
     );
     let mut state = dev.load_state();
     if std::path::Path::new("/run/slate/data-unavailable").exists() {
         emit(
             "warning",
-            &[("reason", json!("data partition unavailable; state is not persistent"))],
+            &[(
+                "reason",
+                json!("data partition unavailable; state is not persistent"),
+            )],
         );
     }
     let esp = dev.mount_esp(true)?;
@@ -130,14 +139,18 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         Health::Healthy => {
             emit("healthy", &[("slot", json!(booted.to_string()))]);
             flow.mark_good(booted)?;
-            if kind == BootKind::Trial && state.update.pending().is_some_and(|p| p.target == booted) {
+            if kind == BootKind::Trial && state.update.pending().is_some_and(|p| p.target == booted)
+            {
                 state.commit(booted)?;
             }
             dev.save_state(&mut state);
             esp.unmount()?;
             emit(
                 "committed",
-                &[("slot", json!(booted.to_string())), ("version", json!(dev.config.version))],
+                &[
+                    ("slot", json!(booted.to_string())),
+                    ("version", json!(dev.config.version)),
+                ],
             );
             if let Err(e) = watchdog::disarm() {
                 eprintln!("slate-agent: stopping the watchdog: {e}");
@@ -147,7 +160,10 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         Health::Unhealthy(reason) => {
             emit(
                 "unhealthy",
-                &[("slot", json!(booted.to_string())), ("reason", json!(reason))],
+                &[
+                    ("slot", json!(booted.to_string())),
+                    ("reason", json!(reason)),
+                ],
             );
             if kind == BootKind::Trial {
                 if matches!(state.update, super::state::UpdatePhase::Installed(_)) {

@@ -69,7 +69,8 @@ impl Source {
     pub fn open(&self) -> Result<Box<dyn Read>> {
         match self {
             Source::Path(p) => {
-                let md = std::fs::metadata(p).with_context(|| format!("opening bundle {}", p.display()))?;
+                let md = std::fs::metadata(p)
+                    .with_context(|| format!("opening bundle {}", p.display()))?;
                 if md.is_dir() {
                     bail!("bundle {} is a directory", p.display());
                 }
@@ -120,7 +121,10 @@ pub fn check_manifest(
         )));
     }
     if m.version == running_version {
-        return Err(Rejection(format!("version {} is already running", m.version)));
+        return Err(Rejection(format!(
+            "version {} is already running",
+            m.version
+        )));
     }
     for name in REQUIRED_ARTIFACTS {
         if !m.artifacts.iter().any(|a| a.name == name) {
@@ -135,8 +139,11 @@ pub fn trusted_keys(dev: &Device) -> Result<TrustedKeys> {
     if dev.config.public_keys.is_empty() {
         bail!("this image trusts no update keys ([update] public_keys is empty)");
     }
-    TrustedKeys::from_pem_files(&dev.config.public_keys, dev.config.threshold.max(1) as usize)
-        .context("loading the image's trusted keys")
+    TrustedKeys::from_pem_files(
+        &dev.config.public_keys,
+        dev.config.threshold.max(1) as usize,
+    )
+    .context("loading the image's trusted keys")
 }
 
 /// Holds /run/slate/install.lock for the duration of an install.
@@ -170,16 +177,21 @@ fn slot_partition(dev: &Device, slot: SlotId) -> Result<BlockPartition> {
     all.iter()
         .find(|p| p.disk == booted.disk && p.name == slot.partition_name())
         .cloned()
-        .with_context(|| format!("no {} partition on {}", slot.partition_name(), booted.disk.display()))
+        .with_context(|| {
+            format!(
+                "no {} partition on {}",
+                slot.partition_name(),
+                booted.disk.display()
+            )
+        })
 }
 
 /// Reads `len` bytes of `path` from the start and returns their SHA-256.
 fn read_back(path: &Path, len: u64) -> Result<[u8; 32]> {
     let f = File::open(path).with_context(|| format!("reading back {}", path.display()))?;
-    let (digest, n) = crate::io::hash::sha256_reader(
-        std::io::BufReader::with_capacity(4 << 20, f).take(len),
-    )
-    .with_context(|| format!("reading back {}", path.display()))?;
+    let (digest, n) =
+        crate::io::hash::sha256_reader(std::io::BufReader::with_capacity(4 << 20, f).take(len))
+            .with_context(|| format!("reading back {}", path.display()))?;
     if n != len {
         bail!("{} is shorter than the written {len} bytes", path.display());
     }
@@ -210,7 +222,10 @@ fn reject(reason: String, version: Option<&str>) -> Outcome {
 }
 
 /// Opens and verifies the signed head of a bundle.
-fn open_verified(source: &Source, keys: &TrustedKeys) -> Result<BundleReader<Box<dyn Read>>, String> {
+fn open_verified(
+    source: &Source,
+    keys: &TrustedKeys,
+) -> Result<BundleReader<Box<dyn Read>>, String> {
     let src = source.open().map_err(|e| format!("{e:#}"))?;
     bundle::open(src, keys).map_err(|e| format!("{source}: {e}"))
 }
@@ -230,8 +245,12 @@ pub fn install(dev: &Device, state: &mut DeviceState, source: &Source) -> Result
     };
     let manifest = reader.manifest().clone();
     let digest = reader.manifest_digest().to_string();
-    if let Err(r) = check_manifest(&manifest, &dev.config.compatible, &dev.config.version, state.floor)
-    {
+    if let Err(r) = check_manifest(
+        &manifest,
+        &dev.config.compatible,
+        &dev.config.version,
+        state.floor,
+    ) {
         return Ok(reject(r.0, Some(&manifest.version)));
     }
     let part = slot_partition(dev, target)?;
@@ -292,7 +311,13 @@ pub fn install(dev: &Device, state: &mut DeviceState, source: &Source) -> Result
             // The slot stays disabled; the running system is untouched.
             let _ = state.abandon();
             dev.save_state(state);
-            emit("install_failed", &[("slot", json!(target.to_string())), ("reason", json!(format!("{e:#}")))]);
+            emit(
+                "install_failed",
+                &[
+                    ("slot", json!(target.to_string())),
+                    ("reason", json!(format!("{e:#}"))),
+                ],
+            );
             return Err(e);
         }
     };
@@ -318,7 +343,10 @@ pub fn install(dev: &Device, state: &mut DeviceState, source: &Source) -> Result
     esp.unmount()?;
     emit(
         "installed",
-        &[("slot", json!(target.to_string())), ("version", json!(manifest.version))],
+        &[
+            ("slot", json!(target.to_string())),
+            ("version", json!(manifest.version)),
+        ],
     );
     Ok(Outcome::Installed {
         slot: target,
@@ -381,11 +409,18 @@ fn write_artifacts(
                         );
                     }
                     name => {
-                        let kind = if name == "kernel" { BootFile::Kernel } else { BootFile::Initrd };
+                        let kind = if name == "kernel" {
+                            BootFile::Kernel
+                        } else {
+                            BootFile::Initrd
+                        };
                         flow.install_boot_file(target, kind, &mut f)?;
-                        let (back, n) = crate::io::hash::sha256_reader(flow.read_boot_file(target, kind)?)?;
+                        let (back, n) =
+                            crate::io::hash::sha256_reader(flow.read_boot_file(target, kind)?)?;
                         if back != a.sha256.0 || n != a.size {
-                            bail!("the {name} of slot {target} reads back differently from what was written");
+                            bail!(
+                                "the {name} of slot {target} reads back differently from what was written"
+                            );
                         }
                     }
                 }
@@ -404,7 +439,12 @@ fn write_artifacts(
 }
 
 /// Whether a bundle on removable media should be installed automatically.
-pub fn wanted_automatically(version: &str, running: &str, digest: &str, state: &DeviceState) -> bool {
+pub fn wanted_automatically(
+    version: &str,
+    running: &str,
+    digest: &str,
+    state: &DeviceState,
+) -> bool {
     compare_versions(version, running) == Ordering::Greater && !state.has_failed(digest)
 }
 
@@ -468,7 +508,10 @@ mod tests {
             reason: "r".into(),
         });
         assert!(!wanted_automatically("1.1.0", "1.0.0", "d", &s));
-        assert_eq!(Source::parse("https://x/b"), Source::Url("https://x/b".into()));
+        assert_eq!(
+            Source::parse("https://x/b"),
+            Source::Url("https://x/b".into())
+        );
         assert!(Source::parse("/dev/vdb").rereadable());
     }
 }

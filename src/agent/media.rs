@@ -23,7 +23,11 @@ pub fn candidate_devices(boot_disk: Option<&str>) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = rd
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !["loop", "ram", "zram", "dm-", "md"].iter().any(|p| n.starts_with(p)))
+        .filter(|n| {
+            !["loop", "ram", "zram", "dm-", "md"]
+                .iter()
+                .any(|p| n.starts_with(p))
+        })
         .filter(|n| Some(format!("/dev/{n}").as_str()) != boot_disk)
         .filter(|n| {
             std::fs::read_to_string(format!("/sys/block/{n}/size"))
@@ -69,10 +73,9 @@ pub fn check_removable_media(dev: &Device, state: &mut DeviceState) -> Result<()
                 return Ok(());
             }
         };
-        let head = source
-            .open()
-            .map_err(|e| e.to_string())
-            .and_then(|src| bundle::open(src, &keys).map_err(|e| format!("{}: {e}", path.display())));
+        let head = source.open().map_err(|e| e.to_string()).and_then(|src| {
+            bundle::open(src, &keys).map_err(|e| format!("{}: {e}", path.display()))
+        });
         match head {
             Ok(r) => {
                 let m = r.manifest();

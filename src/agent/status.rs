@@ -95,7 +95,11 @@ pub fn gather(config_path: &std::path::Path) -> Result<StatusReport> {
             .as_deref()
             .ok_or_else(|| anyhow::anyhow!("no slate.esp="))?;
         let part = super::system::partition_by_guid(guid)?;
-        let esp = EspMount::mount(&part.dev, std::path::Path::new("/run/slate/esp-status"), false)?;
+        let esp = EspMount::mount(
+            &part.dev,
+            std::path::Path::new("/run/slate/esp-status"),
+            false,
+        )?;
         let snap = SystemdBoot::new(esp.path()).snapshot()?;
         esp.unmount()?;
         Ok(snap)
@@ -113,8 +117,12 @@ pub fn render(r: &StatusReport) -> String {
         r.image,
         r.version,
         r.booted,
-        r.committed.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
-        r.next_boot.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+        r.committed
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "-".into()),
+        r.next_boot
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "-".into()),
     );
     for (slot, st) in &r.slots {
         s.push_str(&format!(

@@ -37,13 +37,18 @@ pub fn partitions() -> Result<Vec<BlockPartition>> {
         let Ok(parts) = crate::filesystems::gpt::read_partitions(&mut f) else {
             continue;
         };
-        let block_size = std::fs::read_to_string(format!("/sys/block/{disk}/queue/logical_block_size"))
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .unwrap_or(512);
+        let block_size =
+            std::fs::read_to_string(format!("/sys/block/{disk}/queue/logical_block_size"))
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .unwrap_or(512);
         for p in parts {
             // The kernel names partitions by number: vda2, nvme0n1p2.
-            let sep = if disk.ends_with(|c: char| c.is_ascii_digit()) { "p" } else { "" };
+            let sep = if disk.ends_with(|c: char| c.is_ascii_digit()) {
+                "p"
+            } else {
+                ""
+            };
             out.push(BlockPartition {
                 dev: PathBuf::from(format!("/dev/{disk}{sep}{}", p.number)),
                 disk: disk_dev.clone(),
@@ -127,8 +132,7 @@ pub fn reboot() -> Result<()> {
         _ => {
             // init is unusable: sync and reset directly.
             rustix::fs::sync();
-            rustix::system::reboot(rustix::system::RebootCommand::Restart)
-                .context("rebooting")?;
+            rustix::system::reboot(rustix::system::RebootCommand::Restart).context("rebooting")?;
             bail!("reboot returned")
         }
     }

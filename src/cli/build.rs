@@ -47,10 +47,20 @@ pub fn run(args: BuildArgs) -> Result<()> {
         out.dir.display()
     );
     if let Some(d) = &m.disk {
-        eprintln!("  {:<12} {:>8.1} MiB  sha256 {}", d.file, mib(d.size), d.sha256);
+        eprintln!(
+            "  {:<12} {:>8.1} MiB  sha256 {}",
+            d.file,
+            mib(d.size),
+            d.sha256
+        );
     }
     for a in &m.artifacts {
-        eprintln!("  {:<12} {:>8.1} MiB  sha256 {}", a.file, mib(a.size), a.sha256);
+        eprintln!(
+            "  {:<12} {:>8.1} MiB  sha256 {}",
+            a.file,
+            mib(a.size),
+            a.sha256
+        );
     }
     Ok(())
 }

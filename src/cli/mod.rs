@@ -60,7 +60,11 @@ pub fn effective_args() -> Vec<std::ffi::OsString> {
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let invoked_as_agent = args
         .first()
-        .and_then(|a| std::path::Path::new(a).file_name().map(|n| n == "slate-agent"))
+        .and_then(|a| {
+            std::path::Path::new(a)
+                .file_name()
+                .map(|n| n == "slate-agent")
+        })
         .unwrap_or(false);
     if invoked_as_agent {
         args[0] = "slate".into();

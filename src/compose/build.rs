@@ -178,9 +178,10 @@ fn find_kernel(recipe: &Recipe, kernel_pkgs: &[Unpacked]) -> Result<KernelFiles,
             let vmlinuz = super::rootfs::resolve(recipe, vmlinuz);
             let size = std::fs::metadata(&vmlinuz)
                 .map_err(|e| {
-                    ComposeError::Recipe(
-                        recipe.error("kernel.path", format!("cannot read {}: {e}", vmlinuz.display())),
-                    )
+                    ComposeError::Recipe(recipe.error(
+                        "kernel.path",
+                        format!("cannot read {}: {e}", vmlinuz.display()),
+                    ))
                 })?
                 .len();
             let (files, builtin, release) = match modules_dir {
@@ -217,18 +218,15 @@ fn unpack_role(
 ) -> Result<Vec<Unpacked>, ComposeError> {
     resolved
         .with_role(role)
-        .map(|p| {
-            deb::unpack(&p.path, &p.locked.sha256, &p.locked.name, cache).map_err(Into::into)
-        })
+        .map(|p| deb::unpack(&p.path, &p.locked.sha256, &p.locked.name, cache).map_err(Into::into))
         .collect()
 }
 
 fn artifact(dir: &Path, name: &str, file: &str) -> Result<Artifact, ComposeError> {
     let path = dir.join(file);
     let f = std::fs::File::open(&path).map_err(|e| ComposeError::io("reading", &path, e))?;
-    let (digest, size) =
-        hash::sha256_reader(std::io::BufReader::with_capacity(1 << 20, f))
-            .map_err(|e| ComposeError::io("reading", &path, e))?;
+    let (digest, size) = hash::sha256_reader(std::io::BufReader::with_capacity(1 << 20, f))
+        .map_err(|e| ComposeError::io("reading", &path, e))?;
     Ok(Artifact {
         name: name.into(),
         file: file.into(),
@@ -304,7 +302,10 @@ pub fn build(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<BuildOutput, 
     let work = tempfile::Builder::new()
         .prefix(&format!(
             ".{}.",
-            out_dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+            out_dir
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
         ))
         .tempdir_in(&parent)
         .map_err(|e| ComposeError::io("creating a work directory in", &parent, e))?;
@@ -324,7 +325,8 @@ pub fn build(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<BuildOutput, 
         cpio::write_cpio(&initramfs, cpio::Compression::Zstd, &mut bw)
             .map_err(|e| ComposeError::Other(format!("writing {}: {e}", initrd_path.display())))?;
         use std::io::Write;
-        bw.flush().map_err(|e| ComposeError::io("writing", &initrd_path, e))?;
+        bw.flush()
+            .map_err(|e| ComposeError::io("writing", &initrd_path, e))?;
     }
     let kernel_out = w.join(files::KERNEL);
     std::fs::copy(&kernel.vmlinuz, &kernel_out)
@@ -373,33 +375,42 @@ pub fn build(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<BuildOutput, 
         timestamp: Some(epoch),
         ..Default::default()
     };
-    let rootfs_size = match recipe.rootfs.size {
-        Some(s) => s,
-        None => ext4::default_size(&rootfs, &ext4_opts)
-            .map_err(|e| ComposeError::Other(format!("sizing the root filesystem: {e}")))?,
+    let plan = match ext4::Ext4Plan::new(&rootfs, &ext4_opts) {
+        Ok(p) => p,
+        Err(ext4::Ext4Error::TooSmall { needed, size }) => {
+            return Err(recipe
+                .error(
+                    "rootfs.size",
+                    format!(
+                        "tree needs at least {} MiB, rootfs.size is {} MiB",
+                        needed.mib_ceil(),
+                        size.get() >> 20
+                    ),
+                )
+                .into());
+        }
+        Err(e) => {
+            return Err(ComposeError::Other(format!(
+                "planning the root filesystem: {e}"
+            )));
+        }
     };
-    let needed = ext4::required_size(&rootfs, &ext4_opts)
-        .map_err(|e| ComposeError::Other(format!("sizing the root filesystem: {e}")))?;
-    if rootfs_size > recipe.disk.slot || needed > recipe.disk.slot {
+    if plan.size() > recipe.disk.slot {
+        let needed = ext4::required_size(&rootfs, &ext4_opts)
+            .map_err(|e| ComposeError::Other(format!("sizing the root filesystem: {e}")))?;
+        let field = if recipe.rootfs.size.is_some() && needed <= recipe.disk.slot {
+            "rootfs.size"
+        } else {
+            "disk.slot"
+        };
         return Err(recipe
             .error(
-                "disk.slot",
+                field,
                 format!(
-                    "{} is too small for the root filesystem: it needs at least {} MiB",
-                    recipe.disk.slot,
-                    needed.max(rootfs_size).mib_ceil()
-                ),
-            )
-            .into());
-    }
-    if needed > rootfs_size {
-        return Err(recipe
-            .error(
-                "rootfs.size",
-                format!(
-                    "tree needs at least {} MiB, rootfs.size is {} MiB",
+                    "the root filesystem needs {} MiB ({} MiB at least) but a slot holds {} MiB",
+                    plan.size().mib_ceil(),
                     needed.mib_ceil(),
-                    rootfs_size.mib_ceil()
+                    recipe.disk.slot.get() >> 20
                 ),
             )
             .into());
@@ -407,19 +418,11 @@ pub fn build(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<BuildOutput, 
     {
         let f = std::fs::File::create(&rootfs_path)
             .map_err(|e| ComposeError::io("creating", &rootfs_path, e))?;
-        f.set_len(rootfs_size.get())
+        f.set_len(plan.size().get())
             .map_err(|e| ComposeError::io("sizing", &rootfs_path, e))?;
-        let progress = Progress::bytes(rootfs.total_data_bytes(), "rootfs");
-        ext4::write_ext4(
-            &rootfs,
-            &ext4::Ext4Options {
-                size: Some(rootfs_size),
-                ..ext4_opts
-            },
-            &f,
-            &progress,
-        )
-        .map_err(|e| ComposeError::Other(format!("writing {}: {e}", rootfs_path.display())))?;
+        let progress = Progress::bytes(plan.data_bytes(), "rootfs");
+        plan.write(&f, &progress)
+            .map_err(|e| ComposeError::Other(format!("writing {}: {e}", rootfs_path.display())))?;
         progress.finish();
         f.sync_all()
             .map_err(|e| ComposeError::io("syncing", &rootfs_path, e))?;
@@ -441,12 +444,14 @@ pub fn build(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<BuildOutput, 
         ),
     };
     let (loader, loader_size) =
-        staged_file(&boot_pkgs, crate::boot_env::systemd_boot::PACKAGE_BINARY).ok_or_else(|| {
-            ComposeError::Other(format!(
-                "systemd-boot-efi has no {}",
-                crate::boot_env::systemd_boot::PACKAGE_BINARY
-            ))
-        })?;
+        staged_file(&boot_pkgs, crate::boot_env::systemd_boot::PACKAGE_BINARY).ok_or_else(
+            || {
+                ComposeError::Other(format!(
+                    "systemd-boot-efi has no {}",
+                    crate::boot_env::systemd_boot::PACKAGE_BINARY
+                ))
+            },
+        )?;
     let initrd_size = std::fs::metadata(&initrd_path)
         .map_err(|e| ComposeError::io("reading", &initrd_path, e))?
         .len();
@@ -485,8 +490,8 @@ pub fn build(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<BuildOutput, 
         kernel_release: kernel.release.clone(),
         watchdog_secs,
     };
-    let mut bootspec_json = serde_json::to_string_pretty(&bootspec)
-        .map_err(|e| ComposeError::Other(e.to_string()))?;
+    let mut bootspec_json =
+        serde_json::to_string_pretty(&bootspec).map_err(|e| ComposeError::Other(e.to_string()))?;
     bootspec_json.push('\n');
     let bootspec_path = w.join(files::BOOTSPEC);
     std::fs::write(&bootspec_path, bootspec_json)
@@ -520,7 +525,13 @@ pub fn build(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<BuildOutput, 
     let manifest_path = w.join(build_manifest::FILE_NAME);
     std::fs::write(&manifest_path, manifest.to_json())
         .map_err(|e| ComposeError::io("writing", &manifest_path, e))?;
-    for f in [files::DISK, files::ROOTFS, files::KERNEL, files::INITRD, files::BOOTSPEC] {
+    for f in [
+        files::DISK,
+        files::ROOTFS,
+        files::KERNEL,
+        files::INITRD,
+        files::BOOTSPEC,
+    ] {
         let p = w.join(f);
         std::fs::File::open(&p)
             .and_then(|f| f.sync_all())
@@ -531,7 +542,10 @@ pub fn build(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<BuildOutput, 
     let work = work.keep();
     let old = parent.join(format!(
         ".{}.old",
-        out_dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+        out_dir
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
     ));
     if out_dir.exists() {
         let _ = std::fs::remove_dir_all(&old);

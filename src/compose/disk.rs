@@ -102,7 +102,8 @@ pub fn write_disk(path: &Path, inputs: &DiskInputs<'_>) -> Result<(), ComposeErr
     })?;
 
     // Both slots hold the same filesystem.
-    let rootfs = File::open(inputs.rootfs).map_err(|e| ComposeError::io("opening", inputs.rootfs, e))?;
+    let rootfs =
+        File::open(inputs.rootfs).map_err(|e| ComposeError::io("opening", inputs.rootfs, e))?;
     let rootfs_len = rootfs
         .metadata()
         .map_err(|e| ComposeError::io("reading", inputs.rootfs, e))?

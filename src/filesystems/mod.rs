@@ -5,5 +5,6 @@
 
 mod contents;
 pub mod cpio;
+pub mod ext4;
 pub mod fat;
 pub mod gpt;
