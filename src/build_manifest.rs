@@ -150,7 +150,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join(FILE_NAME), m.to_json()).unwrap();
         assert_eq!(BuildManifest::load(d.path()).unwrap(), m);
-        let bad = m.to_json().replacen("\"format\"", "\"extra\": 1, \"format\"", 1);
+        let bad = m
+            .to_json()
+            .replacen("\"format\"", "\"extra\": 1, \"format\"", 1);
         std::fs::write(d.path().join(FILE_NAME), bad).unwrap();
         let e = BuildManifest::load(d.path()).unwrap_err().to_string();
         assert!(e.contains("unknown field"), "{e}");

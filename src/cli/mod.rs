@@ -2,6 +2,8 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod qemu;
+
 /// slate: compose minimal, immutable A/B OS images and update them safely.
 #[derive(Debug, Parser)]
 #[command(name = "slate", version, about, max_term_width = 80)]
@@ -13,9 +15,14 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Boot a disk image in QEMU and check the events its guest reports.
+    Qemu(qemu::QemuArgs),
+}
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {}
+    match cli.command {
+        Command::Qemu(args) => qemu::run(args),
+    }
 }
