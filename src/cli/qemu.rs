@@ -96,8 +96,8 @@ pub fn run(args: QemuArgs) -> anyhow::Result<()> {
         json: args.json,
         stdout_error: None,
     };
-    let outcome = qemu::run_with(&opts, &mut printer)
-        .with_context(|| format!("booting {}", args.disk.display()))?;
+    // Library errors already name the file or program involved.
+    let outcome = qemu::run_with(&opts, &mut printer)?;
     if let Some(e) = printer.stdout_error {
         return Err(e).context("writing events to stdout");
     }

@@ -190,14 +190,15 @@ impl QemuOutcome {
         let elapsed = self.elapsed;
         match &self.exit_reason {
             ExitReason::ExpectationsMet => {
-                format!("all {n} expectations met after {elapsed:.3} s ({boots})")
+                format!("{} after {elapsed:.3} s ({boots})", met_phrase(n))
             }
             ExitReason::Killed {
                 t,
                 after_installing,
             } if self.success => format!(
                 "power cut at {t:.3} s, {after_installing:.3} s after `installing`, \
-                 with all {n} expectations met ({boots})"
+                 {} ({boots})",
+                met_phrase(n)
             ),
             ExitReason::Killed {
                 t,
@@ -221,6 +222,14 @@ impl QemuOutcome {
                 format!("timed out after {elapsed:.3} s ({boots}){what}")
             }
         }
+    }
+}
+
+fn met_phrase(n: usize) -> String {
+    match n {
+        0 => "nothing expected".to_string(),
+        1 => "the 1 expectation met".to_string(),
+        n => format!("all {n} expectations met"),
     }
 }
 

@@ -342,4 +342,73 @@ mod tests {
         assert_eq!(out.last_lines[0], "line 62");
         assert!(!out.success);
     }
+
+    #[test]
+    fn summaries_say_what_was_missing() {
+        let outcome = |expect: &[&str], kill, feed: &[&str], reason| {
+            let mut s = Session::new(exps(expect), kill);
+            for json in feed {
+                s.feed(&event_line(json), 5.0, &mut Quiet);
+            }
+            s.into_outcome(reason, 9.0, vec![]).summary()
+        };
+        let booted = r#"{"event":"booted"}"#;
+        let installing = r#"{"event":"installing"}"#;
+        assert_eq!(
+            outcome(
+                &["booted", "booted"],
+                None,
+                &[booted, booted],
+                ExitReason::ExpectationsMet
+            ),
+            "all 2 expectations met after 9.000 s (1 boot)"
+        );
+        assert_eq!(
+            outcome(
+                &["booted", "committed"],
+                None,
+                &[booted],
+                ExitReason::Timeout
+            ),
+            "timed out after 9.000 s (1 boot) before `committed` was seen \
+             (1 of 2 expectations met)"
+        );
+        assert_eq!(
+            outcome(&[], None, &[], ExitReason::Timeout),
+            "timed out after 9.000 s (1 boot) before QEMU exited"
+        );
+        assert_eq!(
+            outcome(
+                &["committed"],
+                None,
+                &[],
+                ExitReason::QemuExited { code: None }
+            ),
+            "QEMU exited on a signal after 9.000 s (1 boot) before `committed` was seen \
+             (0 of 1 expectations met)"
+        );
+        let kill = Some(Duration::from_secs(1));
+        assert_eq!(
+            outcome(
+                &["installing"],
+                kill,
+                &[installing],
+                ExitReason::QemuExited { code: Some(0) }
+            ),
+            "QEMU exited with status 0 after 9.000 s (1 boot) before the planned power cut"
+        );
+        let killed = ExitReason::Killed {
+            t: 6.0,
+            after_installing: 1.0,
+        };
+        assert_eq!(
+            outcome(&["installing"], kill, &[installing], killed.clone()),
+            "power cut at 6.000 s, 1.000 s after `installing`, the 1 expectation met (1 boot)"
+        );
+        assert_eq!(
+            outcome(&["installing", "installed"], kill, &[installing], killed),
+            "power cut at 6.000 s, 1.000 s after `installing` before `installed` was seen \
+             (1 of 2 expectations met)"
+        );
+    }
 }
