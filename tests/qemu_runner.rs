@@ -249,6 +249,10 @@ fn power_cut_after_installing() {
     // Never before the drawn point.
     assert!(after_installing >= kill.delay().as_secs_f64() - 0.001);
     assert_eq!(outcome.kill_delay, Some(kill.delay()));
+    // QEMU 6.0+ (Debian 12 has 7.2) takes the -action syntax.
+    let cmd = outcome.qemu_command.join(" ");
+    assert!(cmd.contains(" -action watchdog=reset"), "{cmd}");
+    assert!(cmd.contains("-device i6300esb"), "{cmd}");
     // The bundle is the guest's second disk, read-only.
     let installing = &outcome.events[1].event;
     assert_eq!(installing.event, "installing");

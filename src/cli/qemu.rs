@@ -116,10 +116,16 @@ pub fn run(args: QemuArgs) -> anyhow::Result<()> {
         outcome.exit_reason,
         ExitReason::Timeout | ExitReason::Killed { .. }
     );
-    if !outcome.qemu_stderr.is_empty() && !quiet_stop {
-        eprintln!("slate qemu: QEMU's stderr:");
-        for line in &outcome.qemu_stderr {
-            eprintln!("  | {line}");
+    if !quiet_stop {
+        eprintln!(
+            "slate qemu: QEMU ran as: {}",
+            outcome.qemu_command.join(" ")
+        );
+        if !outcome.qemu_stderr.is_empty() {
+            eprintln!("slate qemu: QEMU's stderr:");
+            for line in &outcome.qemu_stderr {
+                eprintln!("  | {line}");
+            }
         }
     }
     anyhow::bail!("{}", outcome.summary())

@@ -39,11 +39,12 @@ pub enum WatchdogSyntax {
 
 impl WatchdogSyntax {
     /// Picks the syntax from the output of `qemu-system-x86_64 -action help`
-    /// (`None` when that command failed).
-    pub fn from_action_help(output: Option<&str>) -> Self {
-        match output {
-            Some(text) if text.contains("watchdog=") => Self::Action,
-            _ => Self::Legacy,
+    /// (stdout and stderr; an older QEMU prints "invalid option").
+    pub fn from_action_help(output: &str) -> Self {
+        if output.contains("watchdog=") {
+            Self::Action
+        } else {
+            Self::Legacy
         }
     }
 }
@@ -260,16 +261,13 @@ mod tests {
     fn picks_watchdog_syntax_from_help() {
         let help = "action options:\n  panic=<str>\n  reboot=<str>\n  watchdog=<str>\n";
         assert_eq!(
-            WatchdogSyntax::from_action_help(Some(help)),
+            WatchdogSyntax::from_action_help(help),
             WatchdogSyntax::Action
         );
         assert_eq!(
-            WatchdogSyntax::from_action_help(Some("invalid option")),
+            WatchdogSyntax::from_action_help("qemu-system-x86_64: -action: invalid option"),
             WatchdogSyntax::Legacy
         );
-        assert_eq!(
-            WatchdogSyntax::from_action_help(None),
-            WatchdogSyntax::Legacy
-        );
+        assert_eq!(WatchdogSyntax::from_action_help(""), WatchdogSyntax::Legacy);
     }
 }

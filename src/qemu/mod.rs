@@ -152,6 +152,8 @@ pub struct QemuOutcome {
     pub kill_delay: Option<Duration>,
     /// The last lines QEMU itself wrote on stderr.
     pub qemu_stderr: Vec<String>,
+    /// The QEMU command line that ran (program first).
+    pub qemu_command: Vec<String>,
     /// Seconds from QEMU's start to the end of the run.
     pub elapsed: f64,
 }

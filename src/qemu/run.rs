@@ -90,9 +90,12 @@ pub fn run_with(opts: &QemuOptions, observer: &mut dyn Observer) -> Result<QemuO
         ),
     );
 
+    let args = machine.args();
+    let mut qemu_command = vec![qemu.to_string_lossy().into_owned()];
+    qemu_command.extend(args.iter().map(|a| a.to_string_lossy().into_owned()));
     let start = Instant::now();
     let child = Command::new(&qemu)
-        .args(machine.args())
+        .args(&args)
         .env("TMPDIR", work.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -187,7 +190,9 @@ pub fn run_with(opts: &QemuOptions, observer: &mut dyn Observer) -> Result<QemuO
         log.flush()
             .map_err(|e| QemuError::io(console_log_context(opts), e))?;
     }
-    Ok(session.into_outcome(reason, elapsed, stderr_tail))
+    let mut outcome = session.into_outcome(reason, elapsed, stderr_tail);
+    outcome.qemu_command = qemu_command;
+    Ok(outcome)
 }
 
 /// What the reader threads send.
@@ -387,12 +392,11 @@ fn probe_watchdog_syntax(qemu: &Path) -> Result<WatchdogSyntax, QemuError> {
         .stdin(Stdio::null())
         .output()
         .map_err(|e| spawn_error(qemu, e))?;
-    let text = out.status.success().then(|| {
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    Ok(WatchdogSyntax::from_action_help(text.as_deref()))
+    // `-action help` exits with status 1 even where it works: judge the text.
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(WatchdogSyntax::from_action_help(&text))
 }

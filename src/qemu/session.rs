@@ -171,6 +171,7 @@ impl Session {
             last_lines: self.tail.into(),
             kill_delay: self.kill_delay,
             qemu_stderr,
+            qemu_command: Vec::new(),
             elapsed,
         }
     }
