@@ -9,6 +9,7 @@
 //! - [`filesystems`]: ext4, FAT, GPT and cpio writers (and a GPT reader).
 //! - [`progress`]: progress bars on a terminal, quiet otherwise.
 //! - [`bundle`]: signed update bundles: format, keys, writer, streaming reader.
+//! - [`qemu`]: boot a disk in QEMU and follow the guest's events.
 //! - [`cli`]: the command-line interface.
 
 pub mod agent;
@@ -23,6 +24,7 @@ pub mod io;
 pub mod kernel;
 pub mod packages;
 pub mod progress;
+pub mod qemu;
 pub mod recipe;
 pub mod reproducible;
 pub mod tree;

@@ -10,6 +10,7 @@ pub mod keygen;
 pub mod mkfs;
 pub mod mkfs_cpio;
 pub mod mkfs_fat;
+pub mod qemu;
 pub mod verify;
 
 /// slate: compose minimal, immutable A/B OS images and update them safely.
@@ -37,6 +38,8 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Show a bundle's manifest and signatures.
     Inspect(inspect::InspectArgs),
+    /// Boot a disk image in QEMU and check the events the guest prints.
+    Qemu(qemu::QemuArgs),
     /// The on-device agent (installed in images as slate-agent).
     Agent(agent::AgentArgs),
 }
@@ -50,6 +53,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bundle(a) => bundle::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Qemu(a) => qemu::run(a),
         Command::Agent(a) => agent::run(a),
     }
 }
