@@ -1,7 +1,7 @@
 //! Events on the console, one line each: `SLATE-EVENT {"event":...}`.
 //! Tests (and fleet tooling reading serial logs) parse exactly this form.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::io::Write;
 
 /// Prefix of every event line.
@@ -10,12 +10,18 @@ pub const PREFIX: &str = "SLATE-EVENT ";
 /// Formats an event line (without newline): `event` first, then the fields
 /// in the given order.
 pub fn format_event(event: &str, fields: &[(&str, Value)]) -> String {
-    let mut m = Map::new();
-    m.insert("event".into(), Value::String(event.into()));
+    let mut out = format!("{PREFIX}{{\"event\":{}", Value::String(event.into()));
     for (k, v) in fields {
-        m.insert((*k).into(), v.clone());
+        if *k == "event" {
+            continue;
+        }
+        out.push(',');
+        out.push_str(&Value::String((*k).into()).to_string());
+        out.push(':');
+        out.push_str(&v.to_string());
     }
-    format!("{PREFIX}{}", Value::Object(m))
+    out.push('}');
+    out
 }
 
 /// Prints an event to stdout (the console under init) in one write, so lines
@@ -41,6 +47,11 @@ mod tests {
                 &[("slot", json!("A")), ("version", json!("1.0.0"))]
             ),
             r#"SLATE-EVENT {"event":"booted","slot":"A","version":"1.0.0"}"#
+        );
+        // Fields keep the caller's order; `event` always comes first.
+        assert_eq!(
+            format_event("rollback", &[("from", json!("B")), ("to", json!("A")), ("reason", json!("x \"y\""))]),
+            r#"SLATE-EVENT {"event":"rollback","from":"B","to":"A","reason":"x \"y\""}"#
         );
     }
 }
