@@ -14,9 +14,9 @@ use crate::tree::{ScanOptions, scan_host_dir};
 pub enum CompressArg {
     /// No compression.
     None,
-    /// gzip -9.
+    /// gzip, level 6.
     Gzip,
-    /// zstd -19.
+    /// zstd, level 9.
     Zstd,
 }
 
