@@ -14,9 +14,9 @@ use crate::tree::{ScanOptions, scan_host_dir};
 pub enum CompressArg {
     /// No compression.
     None,
-    /// gzip -9.
+    /// gzip, level 6.
     Gzip,
-    /// zstd -19.
+    /// zstd, level 9.
     Zstd,
 }
 
@@ -37,8 +37,7 @@ pub struct CpioArgs {
 
 /// Runs `slate mkfs cpio`.
 pub fn run(args: CpioArgs) -> anyhow::Result<()> {
-    let mut tree = scan_host_dir(&args.src_dir, &ScanOptions { xattrs: false })
-        .with_context(|| format!("reading source {}", args.src_dir.display()))?;
+    let mut tree = scan_host_dir(&args.src_dir, &ScanOptions { xattrs: false })?;
     if let Some(epoch) = source_date_epoch()? {
         tree.clamp_mtimes(epoch);
     }

@@ -20,18 +20,17 @@ pub struct FatArgs {
     /// Image size, e.g. 64M or 1G [default: content plus headroom].
     #[arg(long, value_name = "SIZE")]
     pub size: Option<Bytes>,
-    /// Volume label, up to 11 characters (stored upper-case).
-    #[arg(long, value_name = "LABEL", default_value = "")]
-    pub label: String,
+    /// Volume label, up to 11 characters (stored upper-case) [default: NO NAME].
+    #[arg(long, value_name = "LABEL")]
+    pub label: Option<String>,
 }
 
 /// Runs `slate mkfs fat`.
 pub fn run(args: FatArgs) -> anyhow::Result<()> {
-    let tree = scan_host_dir(&args.src_dir, &ScanOptions { xattrs: false })
-        .with_context(|| format!("reading source {}", args.src_dir.display()))?;
+    let tree = scan_host_dir(&args.src_dir, &ScanOptions { xattrs: false })?;
     let mut opts = FatOptions {
         size: None,
-        label: args.label.clone(),
+        label: args.label.clone().unwrap_or_default(),
         volume_id: None,
         timestamp: source_date_epoch()?,
     };

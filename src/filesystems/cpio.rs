@@ -22,9 +22,9 @@ pub enum Compression {
     /// A plain cpio archive.
     #[default]
     None,
-    /// gzip, level 9, with no name and mtime 0 in its header.
+    /// gzip, level 6, with no name and mtime 0 in its header.
     Gzip,
-    /// zstd, level 19, with a content checksum, single-threaded (so the
+    /// zstd, level 9, with a content checksum, single-threaded (so the
     /// output is reproducible).
     Zstd,
 }
@@ -66,7 +66,10 @@ const MAGIC: &[u8; 6] = b"070701";
 const TRAILER: &[u8] = b"TRAILER!!!";
 /// The kernel's initramfs unpacker refuses names longer than PATH_MAX.
 const PATH_MAX: usize = 4096;
-const ZSTD_LEVEL: i32 = 19;
+/// Level 19 makes archives ~10% smaller at 7-20x the time (41 s for 30 MiB
+/// of libraries here); the kernel unpacks both equally fast.
+const ZSTD_LEVEL: i32 = 9;
+const GZIP_LEVEL: u32 = 6;
 
 fn write_err(source: io::Error) -> CpioError {
     CpioError::Io {
@@ -92,7 +95,7 @@ pub fn write_cpio<W: Write>(
         Compression::Gzip => {
             let enc = flate2::GzBuilder::new()
                 .mtime(0)
-                .write(out, flate2::Compression::best());
+                .write(out, flate2::Compression::new(GZIP_LEVEL));
             let mut w = BufWriter::with_capacity(BUF, enc);
             let s = write_archive(tree, &mut w)?;
             let enc = w.into_inner().map_err(|e| write_err(e.into_error()))?;

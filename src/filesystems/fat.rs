@@ -3,12 +3,13 @@
 //! [`write_fat`] formats a zero-filled region with `fatfs`, creates every
 //! directory and file of a [`Tree`] in [`Tree::walk`] order (long file names,
 //! contents streamed from the host), and then runs a finishing pass over the
-//! directories it wrote (see [`finish`]): `fatfs` 0.3.6 puts long-name slots
+//! directories it wrote (module `finish`): `fatfs` 0.3.6 puts long-name slots
 //! in front of the `.`/`..` entries (fsck.fat rejects that), points `..` of
-//! top-level FAT32 directories at cluster 2 instead of 0, leaves the FSInfo
-//! free count unset and takes timestamps from a clock. The pass repairs the
-//! first three and stamps every entry with its node's mtime, so the image
-//! depends only on the tree, the label and SOURCE_DATE_EPOCH.
+//! top-level FAT32 directories at cluster 2 instead of 0, gives names that
+//! start with a dot an empty short-name base, leaves the FSInfo free count
+//! unset and takes timestamps from a clock. The pass repairs the first four
+//! and stamps every entry with its node's mtime, so the image depends only
+//! on the tree, the label and SOURCE_DATE_EPOCH.
 //!
 //! FAT32 is chosen whenever the size allows it (from about 33 MiB), since
 //! UEFI firmware expects FAT32 on a fixed-disk ESP; smaller volumes get FAT16

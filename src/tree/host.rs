@@ -27,7 +27,9 @@ impl Default for ScanOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
     /// A system call on a path failed.
-    #[error("{what} {path}: {source}")]
+    // The OS error is the source, shown by `{:#}`; repeating it here would
+    // print it twice.
+    #[error("{what} {path}")]
     Io {
         /// What was being done ("reading", "listing", ...).
         what: &'static str,

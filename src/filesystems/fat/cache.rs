@@ -3,7 +3,9 @@
 //! fatfs reads and writes a FAT entry or a 512-byte cluster at a time, each
 //! with its own seek; straight onto a file that is several system calls per
 //! cluster. The cache keeps up to [`MAX_BLOCKS`] 64 KiB blocks and writes
-//! dirty ones back in offset order, contiguous blocks in one call.
+//! dirty ones back in offset order, contiguous blocks in one call. The
+//! storage starts zero-filled, so a block never written back is known to be
+//! zeros and is not read.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -27,6 +29,10 @@ pub struct BlockCache<S> {
     pos: u64,
     blocks: BTreeMap<u64, Block>,
     max_blocks: usize,
+    /// One bit per block: set once the block has been written to `inner`.
+    written: Vec<u64>,
+    /// Buffers of evicted blocks, reused to avoid fresh page faults.
+    spare: Vec<Box<[u8]>>,
 }
 
 impl<S: Read + Write + Seek> BlockCache<S> {
@@ -42,6 +48,8 @@ impl<S: Read + Write + Seek> BlockCache<S> {
             pos: 0,
             blocks: BTreeMap::new(),
             max_blocks,
+            written: vec![0; len.div_ceil(BLOCK).div_ceil(64) as usize],
+            spare: Vec::new(),
         }
     }
 
@@ -61,12 +69,22 @@ impl<S: Read + Write + Seek> BlockCache<S> {
         if !self.blocks.contains_key(&index) {
             if self.blocks.len() >= self.max_blocks {
                 self.write_back()?;
-                self.blocks.clear();
+                let evicted = std::mem::take(&mut self.blocks);
+                self.spare.extend(evicted.into_values().map(|b| b.data));
             }
-            let mut data = vec![0u8; self.block_len(index)].into_boxed_slice();
+            let len = self.block_len(index);
+            let mut data = match self.spare.pop() {
+                Some(d) if d.len() == len => d,
+                _ => vec![0u8; len].into_boxed_slice(),
+            };
+            let on_storage = self.written[(index / 64) as usize] & (1 << (index % 64)) != 0;
             if !overwrite {
-                self.inner.seek(SeekFrom::Start(index * BLOCK))?;
-                self.inner.read_exact(&mut data)?;
+                if on_storage {
+                    self.inner.seek(SeekFrom::Start(index * BLOCK))?;
+                    self.inner.read_exact(&mut data)?;
+                } else {
+                    data.fill(0);
+                }
             }
             self.blocks.insert(index, Block { data, dirty: false });
         }
@@ -89,6 +107,7 @@ impl<S: Read + Write + Seek> BlockCache<S> {
             }
             run.extend_from_slice(&b.data);
             b.dirty = false;
+            self.written[(index / 64) as usize] |= 1 << (index % 64);
             next = Some(index + 1);
         }
         if !run.is_empty() {

@@ -7,6 +7,9 @@
 //!   writes a long-name slot before each, which fsck.fat and the FAT
 //!   specification reject), with `..` pointing at cluster 0 when the parent
 //!   is the root, as the specification requires on FAT32 too;
+//! - gives entries whose names start with a dot (`.hidden`) a valid short
+//!   name (fatfs leaves its base empty, which fsck.fat rejects), updating the
+//!   checksum in their long-name slots;
 //! - stamps every entry's creation, access and modification fields with the
 //!   mtime of its tree node.
 //!
@@ -15,7 +18,7 @@
 
 use super::{DosTime, FatError, FatKind, Geometry, geometry::SECTOR};
 use crate::tree::{NodeId, Tree};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
 const SLOT: usize = 32;
@@ -314,6 +317,45 @@ fn lfn_checksum(short: &[u8]) -> u8 {
 struct LongName {
     units: Vec<u16>,
     checksum: u8,
+    /// Slot index of its first slot.
+    start: usize,
+}
+
+/// A short name not in `taken`, built from the long name like Windows does
+/// (`.hidden.conf` becomes `HIDDEN~1.CON`).
+fn short_name_for(long: &str, taken: &HashSet<[u8; 11]>) -> Option<[u8; 11]> {
+    let trimmed = long.trim_start_matches('.');
+    let (base, ext) = match trimmed.rfind('.') {
+        Some(i) => (&trimmed[..i], &trimmed[i + 1..]),
+        None => (trimmed, ""),
+    };
+    let clean = |s: &str, n: usize| -> Vec<u8> {
+        s.chars()
+            .filter(|c| *c != ' ' && *c != '.')
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "!#$%&'()-@^_`{}~".contains(c) {
+                    c.to_ascii_uppercase() as u8
+                } else {
+                    b'_'
+                }
+            })
+            .take(n)
+            .collect()
+    };
+    let mut base = clean(base, 6);
+    if base.is_empty() {
+        base.push(b'_');
+    }
+    let ext = clean(ext, 3);
+    (1..1_000_000u32).find_map(|n| {
+        let tail = format!("~{n}");
+        let keep = (8 - tail.len()).min(base.len());
+        let mut s = [b' '; 11];
+        s[..keep].copy_from_slice(&base[..keep]);
+        s[keep..keep + tail.len()].copy_from_slice(tail.as_bytes());
+        s[8..8 + ext.len()].copy_from_slice(&ext);
+        (!taken.contains(&s)).then_some(s)
+    })
 }
 
 /// Repairs the dot entries of directory `dir`, stamps every entry and
@@ -359,6 +401,12 @@ fn fix_directory(
     }
 
     let children: HashMap<&[u8], NodeId> = tree.children(dir).collect();
+    let mut short_names: HashSet<[u8; 11]> = buf
+        .chunks_exact(SLOT)
+        .take_while(|e| e[0] != 0)
+        .filter(|e| e[0] != DELETED && e[11] & 0x3F != ATTR_LFN)
+        .map(|e| e[..11].try_into().expect("11 bytes"))
+        .collect();
     let mut found = 0usize;
     let mut subdirs = Vec::new();
     let mut long: Option<LongName> = None;
@@ -379,6 +427,7 @@ fn fix_directory(
                 long = Some(LongName {
                     units: vec![0xFFFF; order * 13],
                     checksum: e[13],
+                    start: i - 1,
                 });
             }
             if let Some(l) = long
@@ -401,15 +450,16 @@ fn fix_directory(
             long = None;
             continue;
         }
-        let name = match long.take() {
+        let (name, lfn_start) = match long.take() {
             Some(l) if l.checksum == lfn_checksum(&e[..11]) => {
                 let end = l
                     .units
                     .iter()
                     .position(|u| *u == 0)
                     .unwrap_or(l.units.len());
-                String::from_utf16(&l.units[..end])
-                    .map_err(|_| internal(format!("{}: a long name is not UTF-16", shown())))?
+                let name = String::from_utf16(&l.units[..end])
+                    .map_err(|_| internal(format!("{}: a long name is not UTF-16", shown())))?;
+                (name, l.start)
             }
             _ => {
                 return Err(internal(format!(
@@ -425,6 +475,16 @@ fn fix_directory(
         set_times(e, stamp(child));
         if e[11] & ATTR_DIRECTORY != 0 {
             subdirs.push((child, first_cluster(e)));
+        }
+        if e[0] == b' ' {
+            let short = short_name_for(&name, &short_names)
+                .ok_or_else(|| internal(format!("{}: no free short name", shown())))?;
+            e[..11].copy_from_slice(&short);
+            short_names.insert(short);
+            let sum = lfn_checksum(&short);
+            for k in lfn_start..i - 1 {
+                buf[k * SLOT + 13] = sum;
+            }
         }
         found += 1;
     }
@@ -453,6 +513,20 @@ mod tests {
                 .wrapping_add(*b);
         }
         assert_eq!(lfn_checksum(b"A          "), sum);
+    }
+
+    #[test]
+    fn short_names_for_dot_names() {
+        let mut taken = HashSet::new();
+        let a = short_name_for(".hidden.conf", &taken).unwrap();
+        assert_eq!(&a, b"HIDDEN~1CON");
+        taken.insert(a);
+        assert_eq!(
+            &short_name_for(".hidden.conf", &taken).unwrap(),
+            b"HIDDEN~2CON"
+        );
+        assert_eq!(&short_name_for("...", &taken).unwrap(), b"_~1        ");
+        assert_eq!(&short_name_for(".é b+c", &taken).unwrap(), b"_B_C~1     ");
     }
 
     #[test]
