@@ -50,7 +50,14 @@ mod tests {
         );
         // Fields keep the caller's order; `event` always comes first.
         assert_eq!(
-            format_event("rollback", &[("from", json!("B")), ("to", json!("A")), ("reason", json!("x \"y\""))]),
+            format_event(
+                "rollback",
+                &[
+                    ("from", json!("B")),
+                    ("to", json!("A")),
+                    ("reason", json!("x \"y\""))
+                ]
+            ),
             r#"SLATE-EVENT {"event":"rollback","from":"B","to":"A","reason":"x \"y\""}"#
         );
     }

@@ -65,6 +65,16 @@ impl Source {
         matches!(self, Source::Path(_))
     }
 
+    /// Whether it is a block device (whose size is rounded up to whole
+    /// sectors, so bytes after the bundle are not an error).
+    pub fn is_block_device(&self) -> bool {
+        use std::os::unix::fs::FileTypeExt;
+        match self {
+            Source::Path(p) => std::fs::metadata(p).is_ok_and(|m| m.file_type().is_block_device()),
+            Source::Url(_) => false,
+        }
+    }
+
     /// Opens it for reading from the start.
     pub fn open(&self) -> Result<Box<dyn Read>> {
         match self {
@@ -221,6 +231,21 @@ fn reject(reason: String, version: Option<&str>) -> Outcome {
     Outcome::Rejected(reason)
 }
 
+/// Verifies every artifact; a bundle file must also end exactly where its
+/// header says, a block device may continue.
+fn verify_all(
+    mut reader: BundleReader<Box<dyn Read>>,
+    device: bool,
+) -> Result<(), bundle::BundleError> {
+    if !device {
+        return reader.finish().map(|_| ());
+    }
+    while reader.next_artifact()?.is_some() {
+        reader.verify_artifact(|_| {})?;
+    }
+    Ok(())
+}
+
 /// Opens and verifies the signed head of a bundle.
 fn open_verified(
     source: &Source,
@@ -272,7 +297,7 @@ pub fn install(dev: &Device, state: &mut DeviceState, source: &Source) -> Result
 
     // 2. Verify everything before the first write when the source allows it.
     let reader = if source.rereadable() {
-        if let Err(e) = reader.finish() {
+        if let Err(e) = verify_all(reader, source.is_block_device()) {
             return Ok(reject(format!("{source}: {e}"), Some(&manifest.version)));
         }
         match open_verified(source, &keys) {

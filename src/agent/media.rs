@@ -86,11 +86,13 @@ pub fn check_removable_media(dev: &Device, state: &mut DeviceState) -> Result<()
                     } else {
                         "it is not newer than the running version"
                     };
-                    eprintln!(
-                        "slate-agent: ignoring bundle {} {} on {}: {why}",
-                        m.name,
-                        m.version,
-                        path.display()
+                    emit(
+                        "skipped",
+                        &[
+                            ("version", json!(m.version)),
+                            ("source", json!(path.display().to_string())),
+                            ("reason", json!(why)),
+                        ],
                     );
                     continue;
                 }

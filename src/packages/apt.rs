@@ -123,6 +123,21 @@ impl Apt {
         })
     }
 
+    /// Takes the cache's lock (blocking): concurrent builds share the cache,
+    /// and apt's own locking is off because its state is private.
+    pub fn lock(&self) -> Result<std::fs::File, AptError> {
+        let path = self.root.join("lock");
+        let f = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io("creating", &path))?;
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| io("locking", &path)(e.into()))?;
+        Ok(f)
+    }
+
     /// Directory where downloaded .deb files are kept.
     pub fn debs_dir(&self) -> PathBuf {
         self.root.join("debs")

@@ -117,6 +117,7 @@ pub fn provide(
     status: &dyn Fn(&str),
 ) -> Result<ResolvedPackages, PackagesError> {
     let apt = Apt::new(cache, &recipe.apt)?;
+    let _lock = apt.lock()?;
     let lock_path = lock::lock_path(&recipe.path);
     let inputs = inputs_for(recipe);
     let existing = if update_lock {
