@@ -97,7 +97,7 @@ booted_med=$(median <"$work/slate-floor-booted.times")
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
 echo
-echo "boot benchmark: $runs runs, $accel, $(nproc) cores, $(date -u +%F)"
+echo "boot benchmark: $runs runs, $accel, $(nproc) cores, $(date -u +%F), load average at end:$(cut -d" " -f1-3 /proc/loadavg | sed "s/^/ /")"
 printf '%-52s %8s %6s\n' "what" "median" "ratio"
 printf '%-52s %7ss %6s\n' "floor, plain QEMU: start -> exit" "$floor_med" "1.00"
 printf '%-52s %7ss %6s\n' "floor via slate qemu: start -> exit" "$slate_floor_med" "$(ratio "$slate_floor_med" "$floor_med")"
