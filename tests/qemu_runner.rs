@@ -307,7 +307,7 @@ fn timeout_prints_the_console_tail() {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("slate: error: timed out after 15."),
+        stderr.contains("slate: error: timed out after 60."),
         "{stderr}"
     );
     assert!(
