@@ -55,15 +55,20 @@ median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]
 event_t() { grep -m1 "\"event\":\"$1\"" | sed -E 's/.*"t":([0-9.]+).*/\1/'; }
 
 : >"$work/floor.times"
+: >"$work/floor-cpu.times"
 : >"$work/slate-floor.times"
 : >"$work/slate-floor-booted.times"
 : >"$work/image.times"
 
 for i in $(seq 1 "$runs"); do
     t0=$(now)
-    qemu_floor
+    # CPU seconds (user + sys) too: TCG boots are CPU-bound, so this is
+    # roughly what an idle host would take, however busy this one is.
+    TIMEFORMAT='%U %S'
+    { time qemu_floor; } 2>"$work/floor.cpu"
     t1=$(now)
     floor_s=$(secs "$t0" "$t1")
+    awk '{ printf "%.3f\n", $1 + $2 }' "$work/floor.cpu" >>"$work/floor-cpu.times"
     grep -q 'SLATE-EVENT {"event":"booted"' "$work/floor-console.log" ||
         { echo "bench-boot: the floor disk did not boot; console:" >&2; cat "$work/floor-console.log" >&2; exit 1; }
     echo "$floor_s" >>"$work/floor.times"
@@ -97,9 +102,10 @@ booted_med=$(median <"$work/slate-floor-booted.times")
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
 echo
-echo "boot benchmark: $runs runs, $accel, $(nproc) cores, $(date -u +%F)"
+echo "boot benchmark: $runs runs, $accel, $(nproc) cores, $(date -u +%F), load average at end:$(cut -d" " -f1-3 /proc/loadavg | sed "s/^/ /")"
 printf '%-52s %8s %6s\n' "what" "median" "ratio"
 printf '%-52s %7ss %6s\n' "floor, plain QEMU: start -> exit" "$floor_med" "1.00"
+printf '%-52s %7ss %6s\n' "floor, plain QEMU: CPU time (user + sys)" "$(median <"$work/floor-cpu.times")" "-"
 printf '%-52s %7ss %6s\n' "floor via slate qemu: start -> exit" "$slate_floor_med" "$(ratio "$slate_floor_med" "$floor_med")"
 printf '%-52s %7ss %6s\n' "floor via slate qemu: start -> root mounted (booted)" "$booted_med" "$(ratio "$booted_med" "$floor_med")"
 if [ -s "$work/image.times" ]; then

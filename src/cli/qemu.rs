@@ -15,6 +15,7 @@ Exit status:
      --expect, QEMU exited with status 0 (the guest powered off)
   1  the timeout passed, QEMU exited first, or QEMU could not be started;
      the last 40 console lines are printed
+  2  invalid command line
 
 Power cuts: --kill-after SECS sends SIGKILL to QEMU SECS after the first
 `installing` event; with --seed N the delay is drawn from N, uniformly in

@@ -282,4 +282,49 @@ mod tests {
             assert!(err.reason.contains(reason), "{line}: {err}");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn chunking_does_not_change_the_lines(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000),
+            cuts in proptest::collection::vec(0usize..2000, 0..20),
+        ) {
+            let mut whole = LineSplitter::default();
+            let mut expected = whole.push(&bytes);
+            expected.extend(whole.finish());
+
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+            cuts.sort_unstable();
+            let mut split = LineSplitter::default();
+            let mut got = Vec::new();
+            let mut from = 0;
+            for cut in cuts.into_iter().chain([bytes.len()]) {
+                got.extend(split.push(&bytes[from..cut]));
+                from = cut;
+            }
+            got.extend(split.finish());
+            proptest::prop_assert_eq!(got, expected);
+        }
+
+        #[test]
+        fn noise_never_panics_and_events_survive_escapes(
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            slot in "[A-Z]",
+        ) {
+            let text = clean(&noise);
+            let _ = parse_events(&text);
+            // An event after arbitrary escape-laden firmware noise, ended by
+            // a newline, still parses once the noise has no marker of its own.
+            let mut line: Vec<u8> = noise.iter().copied().filter(|&b| b != b'\n' && b != 0x1b).collect();
+            line.extend_from_slice(b"\x1b[0m\x1b[=3h ");
+            line.extend_from_slice(format!("SLATE-EVENT {{\"event\":\"booted\",\"slot\":\"{slot}\"}}\r").as_bytes());
+            let text = clean(&line);
+            if !clean(&noise).contains(EVENT_MARKER) {
+                let events = parse_events(&text);
+                proptest::prop_assert_eq!(events.len(), 1);
+                let event = events[0].as_ref().unwrap();
+                proptest::prop_assert_eq!(event.slot.as_deref(), Some(slot.as_str()));
+            }
+        }
+    }
 }

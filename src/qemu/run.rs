@@ -29,32 +29,13 @@ pub fn run(opts: &QemuOptions) -> Result<QemuOutcome, QemuError> {
 /// with `success == false`.
 pub fn run_with(opts: &QemuOptions, observer: &mut dyn Observer) -> Result<QemuOutcome, QemuError> {
     check_inputs(opts)?;
-    let firmware = Firmware::locate()?;
-    let qemu = qemu_program(opts);
-    let accel = match opts.accel {
-        Some(accel) => accel,
-        None => Accel::detect()?,
-    };
-    let watchdog = probe_watchdog_syntax(&qemu)?;
-
     // Private per run: the firmware's variable store and QEMU's snapshot overlay.
     let work = tempfile::Builder::new()
         .prefix("slate-qemu.")
         .tempdir()
         .map_err(|e| QemuError::io("creating a temporary directory", e))?;
-    let vars = work.path().join(firmware::VARS_FILE);
-    std::fs::copy(&firmware.vars_template, &vars)
-        .map_err(|e| QemuError::io(format!("copying {}", firmware.vars_template.display()), e))?;
-    let machine = Machine {
-        accel,
-        memory_mib: opts.memory_mib,
-        firmware_code: firmware.code,
-        firmware_vars: vars,
-        disk: opts.disk.clone(),
-        snapshot: opts.snapshot,
-        update: opts.update.clone(),
-        watchdog,
-    };
+    let qemu = qemu_program(opts);
+    let machine = prepare_machine(opts, &qemu, work.path())?;
     let mut console_log =
         match &opts.console_log {
             Some(path) => Some(File::create(path).map_err(|e| {
@@ -62,33 +43,7 @@ pub fn run_with(opts: &QemuOptions, observer: &mut dyn Observer) -> Result<QemuO
             })?),
             None => None,
         };
-
-    let kill_delay = opts.kill_after.map(|k| k.delay());
-    if let (Some(kill), Some(delay)) = (opts.kill_after, kill_delay) {
-        let how = match kill.seed {
-            Some(seed) => format!(
-                ", drawn from seed {seed} in [0, {:.3} s)",
-                kill.window.as_secs_f64()
-            ),
-            None => String::new(),
-        };
-        observer.notice(
-            0.0,
-            &format!(
-                "kill point: {:.3} s after the first `installing`{how}",
-                delay.as_secs_f64()
-            ),
-        );
-    }
-    observer.notice(
-        0.0,
-        &format!(
-            "booting {} ({accel}, {} MiB{})",
-            opts.disk.display(),
-            opts.memory_mib,
-            if opts.snapshot { ", snapshot" } else { "" }
-        ),
-    );
+    announce(opts, &machine, observer);
 
     let args = machine.args();
     let mut qemu_command = vec![qemu.to_string_lossy().into_owned()];
@@ -105,10 +60,19 @@ pub fn run_with(opts: &QemuOptions, observer: &mut dyn Observer) -> Result<QemuO
     let mut qemu_proc = QemuProcess { child, done: None };
     let rx = spawn_readers(&mut qemu_proc.child);
 
-    let mut session = Session::new(opts.expect.clone(), kill_delay);
+    let mut session = Session::new(opts.expect.clone(), opts.kill_after.map(|k| k.delay()));
     let mut stderr_tail: Vec<String> = Vec::new();
     let deadline = start + opts.timeout;
     let since_start = |at: Instant| at.saturating_duration_since(start).as_secs_f64();
+    let mut console =
+        |bytes: &[u8], at: Instant, session: &mut Session, observer: &mut dyn Observer| {
+            if let Some(log) = console_log.as_mut() {
+                log.write_all(bytes)
+                    .map_err(|e| QemuError::io(console_log_context(opts), e))?;
+            }
+            session.feed(bytes, since_start(at), observer);
+            Ok::<(), QemuError>(())
+        };
 
     let (reason, end) = loop {
         let now = Instant::now();
@@ -123,11 +87,11 @@ pub fn run_with(opts: &QemuOptions, observer: &mut dyn Observer) -> Result<QemuO
                 t,
                 &format!("power cut: SIGKILL sent to QEMU (planned at {planned:.3} s)"),
             );
-            let after = t - session.installing_at().unwrap_or(t);
+            let after_installing = t - session.installing_at().unwrap_or(t);
             break (
                 ExitReason::Killed {
                     t,
-                    after_installing: after,
+                    after_installing,
                 },
                 now,
             );
@@ -138,47 +102,38 @@ pub fn run_with(opts: &QemuOptions, observer: &mut dyn Observer) -> Result<QemuO
             break (ExitReason::Timeout, now);
         }
         let wake = kill_at.map_or(deadline, |k| k.min(deadline));
-        match rx.recv_timeout(wake.saturating_duration_since(now)) {
+        let (closed_at, status) = match rx.recv_timeout(wake.saturating_duration_since(now)) {
             Ok(Msg::Console(bytes, at)) => {
-                write_log(&mut console_log, opts, &bytes)?;
-                session.feed(&bytes, since_start(at), observer);
+                console(&bytes, at, &mut session, observer)?;
                 if session.finished() {
                     qemu_proc.stop()?;
                     break (ExitReason::ExpectationsMet, at);
                 }
+                continue;
             }
-            Ok(Msg::Stderr(line)) => keep_stderr(&mut stderr_tail, line, observer),
+            Ok(Msg::Stderr(line)) => {
+                keep_stderr(&mut stderr_tail, line, observer);
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
             Ok(Msg::ReadError(e)) => return Err(QemuError::io("reading QEMU's console", e)),
-            Ok(Msg::ConsoleClosed(at)) => {
-                let status = qemu_proc.wait()?;
-                break (
-                    ExitReason::QemuExited {
-                        code: status.code(),
-                    },
-                    at,
-                );
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                let status = qemu_proc.wait()?;
-                break (
-                    ExitReason::QemuExited {
-                        code: status.code(),
-                    },
-                    Instant::now(),
-                );
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-        }
+            Ok(Msg::ConsoleClosed(at)) => (at, qemu_proc.wait()?),
+            Err(mpsc::RecvTimeoutError::Disconnected) => (Instant::now(), qemu_proc.wait()?),
+        };
+        break (
+            ExitReason::QemuExited {
+                code: status.code(),
+            },
+            closed_at,
+        );
     };
 
-    // What QEMU printed before it stopped still belongs to the run.
+    // QEMU is gone; what it printed before still belongs to the run (e.g.
+    // events in the pipe when the power was cut).
     qemu_proc.wait()?;
     loop {
         match rx.recv_timeout(STOP_GRACE) {
-            Ok(Msg::Console(bytes, at)) => {
-                write_log(&mut console_log, opts, &bytes)?;
-                session.feed(&bytes, since_start(at), observer);
-            }
+            Ok(Msg::Console(bytes, at)) => console(&bytes, at, &mut session, observer)?,
             Ok(Msg::Stderr(line)) => keep_stderr(&mut stderr_tail, line, observer),
             Ok(Msg::ConsoleClosed(_)) => {}
             Ok(Msg::ReadError(_)) | Err(_) => break,
@@ -193,6 +148,60 @@ pub fn run_with(opts: &QemuOptions, observer: &mut dyn Observer) -> Result<QemuO
     let mut outcome = session.into_outcome(reason, elapsed, stderr_tail);
     outcome.qemu_command = qemu_command;
     Ok(outcome)
+}
+
+/// Finds the firmware, picks the accelerator and watchdog syntax, and copies
+/// the firmware's variable store into `work`.
+fn prepare_machine(opts: &QemuOptions, qemu: &Path, work: &Path) -> Result<Machine, QemuError> {
+    let firmware = Firmware::locate()?;
+    let accel = match opts.accel {
+        Some(accel) => accel,
+        None => Accel::detect()?,
+    };
+    let watchdog = probe_watchdog_syntax(qemu)?;
+    let vars = work.join(firmware::VARS_FILE);
+    std::fs::copy(&firmware.vars_template, &vars)
+        .map_err(|e| QemuError::io(format!("copying {}", firmware.vars_template.display()), e))?;
+    Ok(Machine {
+        accel,
+        memory_mib: opts.memory_mib,
+        firmware_code: firmware.code,
+        firmware_vars: vars,
+        disk: opts.disk.clone(),
+        snapshot: opts.snapshot,
+        update: opts.update.clone(),
+        watchdog,
+    })
+}
+
+/// Tells the observer what is about to run, and the kill point if planned.
+fn announce(opts: &QemuOptions, machine: &Machine, observer: &mut dyn Observer) {
+    if let Some(kill) = opts.kill_after {
+        let how = match kill.seed {
+            Some(seed) => format!(
+                ", drawn from seed {seed} in [0, {:.3} s)",
+                kill.window.as_secs_f64()
+            ),
+            None => String::new(),
+        };
+        observer.notice(
+            0.0,
+            &format!(
+                "kill point: {:.3} s after the first `installing`{how}",
+                kill.delay().as_secs_f64()
+            ),
+        );
+    }
+    observer.notice(
+        0.0,
+        &format!(
+            "booting {} ({}, {} MiB{})",
+            opts.disk.display(),
+            machine.accel,
+            machine.memory_mib,
+            if machine.snapshot { ", snapshot" } else { "" }
+        ),
+    );
 }
 
 /// What the reader threads send.
@@ -257,15 +266,6 @@ fn keep_stderr(tail: &mut Vec<String>, line: String, observer: &mut dyn Observer
         tail.remove(0);
     }
     tail.push(line);
-}
-
-fn write_log(log: &mut Option<File>, opts: &QemuOptions, bytes: &[u8]) -> Result<(), QemuError> {
-    match log {
-        Some(f) => f
-            .write_all(bytes)
-            .map_err(|e| QemuError::io(console_log_context(opts), e)),
-        None => Ok(()),
-    }
 }
 
 fn console_log_context(opts: &QemuOptions) -> String {

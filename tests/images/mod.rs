@@ -159,7 +159,7 @@ tries = {tries}
 }
 
 /// A service that counts boots in /data/boots and reports the count.
-pub const COUNTER_SERVICE: &str = r#"
+pub const COUNTER_SERVICE: &str = r##"
 [[rootfs.files]]
 dst = "/usr/bin/count-boots"
 mode = "0755"
@@ -174,7 +174,7 @@ echo "SLATE-EVENT {\\"event\\":\\"app\\",\\"boots\\":$n}"
 name = "count-boots"
 exec = "/usr/bin/count-boots"
 wait = true
-"#;
+"##;
 
 /// Writes `recipe` as `<dir>/<file>.toml` and builds it into `<dir>/<file>`.
 pub fn build(dir: &Path, file: &str, recipe: &Recipe) -> PathBuf {
