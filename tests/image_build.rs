@@ -19,7 +19,11 @@ fn tool_ok(program: &str, args: &[&str], path: &Path) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "{program} {args:?} {} failed:\n{text}", path.display());
+    assert!(
+        out.status.success(),
+        "{program} {args:?} {} failed:\n{text}",
+        path.display()
+    );
     text
 }
 
@@ -64,7 +68,11 @@ fn disk_is_valid_per_sgdisk_fsck_and_e2fsck() {
     let listing = String::from_utf8_lossy(&listing.stdout);
     assert!(listing.contains("slate-00000001-a.conf"), "{listing}");
     assert!(listing.contains("slate-00000000-b.conf"), "{listing}");
-    for f in ["::/EFI/BOOT/BOOTX64.EFI", "::/slate/a/vmlinuz", "::/slate/b/initrd"] {
+    for f in [
+        "::/EFI/BOOT/BOOTX64.EFI",
+        "::/slate/a/vmlinuz",
+        "::/slate/b/initrd",
+    ] {
         run_ok(
             Command::new("mtype")
                 .env("MTOOLS_SKIP_CHECK", "1")
@@ -105,19 +113,47 @@ fn disk_is_valid_per_sgdisk_fsck_and_e2fsck() {
     // The manifest's digests are right (checked by coreutils).
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
-    for a in manifest["artifacts"].as_array().unwrap().iter().chain([&manifest["disk"]]) {
+    for a in manifest["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain([&manifest["disk"]])
+    {
         let file = out.join(a["file"].as_str().unwrap());
-        assert_eq!(a["sha256"].as_str().unwrap(), sha256sum(&file), "{}", file.display());
+        assert_eq!(
+            a["sha256"].as_str().unwrap(),
+            sha256sum(&file),
+            "{}",
+            file.display()
+        );
     }
 
     // What init needs is in the root filesystem (read by debugfs).
-    let ls = run_ok(Command::new("debugfs").arg("-R").arg("stat /usr/bin/slate-agent").arg(&rootfs));
+    let ls = run_ok(
+        Command::new("debugfs")
+            .arg("-R")
+            .arg("stat /usr/bin/slate-agent")
+            .arg(&rootfs),
+    );
     assert!(String::from_utf8_lossy(&ls.stdout).contains("Type: regular"));
-    let inittab = run_ok(Command::new("debugfs").arg("-R").arg("cat /etc/inittab").arg(&rootfs));
+    let inittab = run_ok(
+        Command::new("debugfs")
+            .arg("-R")
+            .arg("cat /etc/inittab")
+            .arg(&rootfs),
+    );
     let inittab = String::from_utf8_lossy(&inittab.stdout);
-    assert!(inittab.contains("::once:/usr/bin/slate-agent boot"), "{inittab}");
+    assert!(
+        inittab.contains("::once:/usr/bin/slate-agent boot"),
+        "{inittab}"
+    );
     assert!(inittab.contains("::wait:/usr/bin/count-boots"), "{inittab}");
-    let init = run_ok(Command::new("debugfs").arg("-R").arg("stat /sbin/init").arg(&rootfs));
+    let init = run_ok(
+        Command::new("debugfs")
+            .arg("-R")
+            .arg("stat /sbin/init")
+            .arg(&rootfs),
+    );
     assert!(String::from_utf8_lossy(&init.stdout).contains("Fast link dest: \"/bin/busybox\""));
 
     // The lock file pins what was used, and the next build uses it.
@@ -131,8 +167,14 @@ fn disk_is_valid_per_sgdisk_fsck_and_e2fsck() {
             .arg(d.path().join("img")),
     );
     let stderr = String::from_utf8_lossy(&again.stderr);
-    assert!(!stderr.contains("resolving packages"), "lock not used:\n{stderr}");
-    assert_eq!(sha256sum(&out.join("disk.img")), manifest["disk"]["sha256"].as_str().unwrap());
+    assert!(
+        !stderr.contains("resolving packages"),
+        "lock not used:\n{stderr}"
+    );
+    assert_eq!(
+        sha256sum(&out.join("disk.img")),
+        manifest["disk"]["sha256"].as_str().unwrap()
+    );
 }
 
 #[test]
@@ -151,7 +193,14 @@ fn builds_are_reproducible_across_directories() {
         std::fs::copy(&public, &key).unwrap();
         outs.push(build(&dir, "img", &Recipe::counter("1.0.0", &key)));
     }
-    for f in ["disk.img", "rootfs.ext4", "vmlinuz", "initrd.img", "boot.json", "manifest.json"] {
+    for f in [
+        "disk.img",
+        "rootfs.ext4",
+        "vmlinuz",
+        "initrd.img",
+        "boot.json",
+        "manifest.json",
+    ] {
         let (a, b) = (outs[0].join(f), outs[1].join(f));
         let status = Command::new("cmp").arg(&a).arg(&b).status().unwrap();
         assert!(status.success(), "{f} differs between builds");
@@ -173,7 +222,10 @@ fn failing_build(dir: &Path, file: &str, text: &str) -> String {
         .unwrap();
     assert!(!out.status.success(), "build of {file} succeeded");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("slate: error:")).collect();
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("slate: error:"))
+        .collect();
     assert_eq!(errors.len(), 1, "expected one error line:\n{stderr}");
     assert!(!out_dir.exists(), "{file}: output left behind");
     let leftovers: Vec<_> = std::fs::read_dir(dir)
@@ -182,7 +234,10 @@ fn failing_build(dir: &Path, file: &str, text: &str) -> String {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with('.'))
         .collect();
-    assert!(leftovers.is_empty(), "{file}: temp files left: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "{file}: temp files left: {leftovers:?}"
+    );
     errors[0].to_string()
 }
 
@@ -195,16 +250,24 @@ fn bad_recipes_fail_with_one_line_naming_the_field() {
     let (_, public) = keygen(d.path(), "k");
     let good = Recipe::counter("1.0.0", &public);
 
-    let no_kernel = good.toml().replace("package = \"linux-image-cloud-amd64\"\n", "");
-    let e = failing_build(d.path(), "nokernel", &no_kernel);
-    assert!(e.contains("nokernel.toml:") && e.contains("kernel: missing kernel"), "{e}");
-
-    let unknown_pkg = good
+    let no_kernel = good
         .toml()
-        .replace("packages = [\"busybox-static\"]", "packages = [\"busybox-static\", \"no-such-package-slate\"]");
+        .replace("package = \"linux-image-cloud-amd64\"\n", "");
+    let e = failing_build(d.path(), "nokernel", &no_kernel);
+    assert!(
+        e.contains("nokernel.toml:") && e.contains("kernel: missing kernel"),
+        "{e}"
+    );
+
+    let unknown_pkg = good.toml().replace(
+        "packages = [\"busybox-static\"]",
+        "packages = [\"busybox-static\", \"no-such-package-slate\"]",
+    );
     let e = failing_build(d.path(), "unknownpkg", &unknown_pkg);
     assert!(
-        e.contains("unknownpkg.toml:") && e.contains("rootfs.packages[1]") && e.contains("no-such-package-slate"),
+        e.contains("unknownpkg.toml:")
+            && e.contains("rootfs.packages[1]")
+            && e.contains("no-such-package-slate"),
         "{e}"
     );
 
@@ -217,16 +280,27 @@ fn bad_recipes_fail_with_one_line_naming_the_field() {
 
     let unknown_key = good.toml().replace("[disk]", "[disk]\nslots = 3");
     let e = failing_build(d.path(), "unknownkey", &unknown_key);
-    assert!(e.contains("unknownkey.toml:") && e.contains("unknown field `slots`"), "{e}");
+    assert!(
+        e.contains("unknownkey.toml:") && e.contains("unknown field `slots`"),
+        "{e}"
+    );
 
     let missing_key = Recipe {
         keys: vec![d.path().join("absent.pub")],
         ..good.clone()
     };
     let e = failing_build(d.path(), "nokey", &missing_key.toml());
-    assert!(e.contains("update.public_keys[0]") && e.contains("absent.pub"), "{e}");
+    assert!(
+        e.contains("update.public_keys[0]") && e.contains("absent.pub"),
+        "{e}"
+    );
 
-    let bad_module = good.toml().replace("\"virtio_blk\"]", "\"virtio_blk\", \"no_such_module\"]");
+    let bad_module = good
+        .toml()
+        .replace("\"virtio_blk\"]", "\"virtio_blk\", \"no_such_module\"]");
     let e = failing_build(d.path(), "badmodule", &bad_module);
-    assert!(e.contains("kernel.modules[2]") && e.contains("no_such_module"), "{e}");
+    assert!(
+        e.contains("kernel.modules[2]") && e.contains("no_such_module"),
+        "{e}"
+    );
 }

@@ -96,7 +96,7 @@ impl Apt {
         }
         let status = root.join("status");
         if !status.exists() {
-            std::fs::write(&status, b"").map_err(io("creating", &status))?;
+            crate::io::write_atomic(&status, b"").map_err(io("creating", &status))?;
         }
         let sources = root.join("sources.list");
         let mut text = String::new();
@@ -116,7 +116,11 @@ impl Apt {
                 spec.security_mirror, spec.suite
             ));
         }
-        std::fs::write(&sources, text).map_err(io("writing", &sources))?;
+        // Concurrent builds share this directory: replace atomically, and
+        // only when it changes, so a running apt never sees a partial file.
+        if std::fs::read_to_string(&sources).ok().as_deref() != Some(text.as_str()) {
+            crate::io::write_atomic(&sources, text.as_bytes()).map_err(io("writing", &sources))?;
+        }
         Ok(Self {
             root,
             spec: spec.clone(),

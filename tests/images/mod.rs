@@ -110,7 +110,11 @@ impl Recipe {
 
     /// The TOML text.
     pub fn toml(&self) -> String {
-        let keys: Vec<String> = self.keys.iter().map(|k| format!("{:?}", k.display().to_string())).collect();
+        let keys: Vec<String> = self
+            .keys
+            .iter()
+            .map(|k| format!("{:?}", k.display().to_string()))
+            .collect();
         format!(
             r#"[image]
 name = "{name}"
@@ -194,24 +198,32 @@ pub fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
 
 /// Bundles a build directory, signed with `key`.
 pub fn bundle(build: &Path, key: &Path, out: &Path) -> PathBuf {
-    run_ok(slate().arg("bundle").arg(build).arg("--key").arg(key).arg("-o").arg(out));
+    run_ok(
+        slate()
+            .arg("bundle")
+            .arg(build)
+            .arg("--key")
+            .arg(key)
+            .arg("-o")
+            .arg(out),
+    );
     out.to_path_buf()
 }
 
 /// A sparse copy of a disk image (each scenario mutates its own).
 pub fn copy_disk(src: &Path, dst: &Path) -> PathBuf {
-    run_ok(
-        Command::new("cp")
-            .arg("--sparse=always")
-            .arg(src)
-            .arg(dst),
-    );
+    run_ok(Command::new("cp").arg("--sparse=always").arg(src).arg(dst));
     dst.to_path_buf()
 }
 
 /// Byte offset and length of partition `n` (1-based) per `sgdisk -i`.
 pub fn partition_range(disk: &Path, n: u32) -> (u64, u64) {
-    let out = run_ok(Command::new("sgdisk").arg("-i").arg(n.to_string()).arg(disk));
+    let out = run_ok(
+        Command::new("sgdisk")
+            .arg("-i")
+            .arg(n.to_string())
+            .arg(disk),
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let field = |name: &str| -> u64 {
         text.lines()
