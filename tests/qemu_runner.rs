@@ -231,7 +231,7 @@ fn power_cut_after_installing() {
     };
     let mut opts = QemuOptions::new(&disk);
     opts.expect = vec!["booted:A".parse().unwrap(), "installing".parse().unwrap()];
-    opts.update = Some(bundle);
+    opts.updates = vec![bundle];
     opts.kill_after = Some(kill);
     let outcome = qemu::run(&opts).unwrap();
     assert!(

@@ -50,9 +50,9 @@ pub struct QemuArgs {
     #[arg(long)]
     pub snapshot: bool,
 
-    /// Attach BUNDLE as a read-only update disk.
+    /// Attach BUNDLE as a read-only update disk (repeatable).
     #[arg(long, value_name = "BUNDLE")]
-    pub update: Option<PathBuf>,
+    pub update: Vec<PathBuf>,
 
     /// SIGKILL QEMU SECS after the first `installing` event (a power cut).
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
@@ -78,7 +78,7 @@ impl QemuArgs {
             expect: self.expect.clone(),
             timeout: self.timeout,
             snapshot: self.snapshot,
-            update: self.update.clone(),
+            updates: self.update.clone(),
             kill_after: self.kill_after.map(|window| KillAfter {
                 window,
                 seed: self.seed,
@@ -224,7 +224,7 @@ mod tests {
         assert_eq!(o.timeout, Duration::from_secs(120));
         assert_eq!(o.memory_mib, 512);
         assert!(!o.snapshot && !a.json);
-        assert!(o.kill_after.is_none() && o.update.is_none() && o.console_log.is_none());
+        assert!(o.kill_after.is_none() && o.updates.is_empty() && o.console_log.is_none());
     }
 
     #[test]
@@ -256,7 +256,7 @@ mod tests {
         assert_eq!(expect, ["healthy:A", "committed"]);
         assert_eq!(o.timeout, Duration::from_millis(30500));
         assert!(a.json && o.snapshot);
-        assert_eq!(o.update, Some(PathBuf::from("v2.bundle")));
+        assert_eq!(o.updates, [PathBuf::from("v2.bundle")]);
         assert_eq!(
             o.kill_after,
             Some(KillAfter {

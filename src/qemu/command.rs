@@ -64,8 +64,8 @@ pub struct Machine {
     pub disk: PathBuf,
     /// Keep `disk` unchanged.
     pub snapshot: bool,
-    /// A raw update medium attached read-only.
-    pub update: Option<PathBuf>,
+    /// Raw update media attached read-only, in order (`update0`, ...).
+    pub updates: Vec<PathBuf>,
     /// How to ask for a watchdog reset.
     pub watchdog: WatchdogSyntax,
 }
@@ -117,14 +117,13 @@ impl Machine {
             "-device".as_ref(),
             "virtio-blk-pci,drive=system,bootindex=0".as_ref(),
         ]);
-        if let Some(update) = &self.update {
-            let update = drive_option("if=none,id=update,format=raw,readonly=on", update);
-            push(&[
-                "-drive".as_ref(),
-                &update,
-                "-device".as_ref(),
-                "virtio-blk-pci,drive=update".as_ref(),
-            ]);
+        for (i, update) in self.updates.iter().enumerate() {
+            let drive = drive_option(
+                &format!("if=none,id=update{i},format=raw,readonly=on"),
+                update,
+            );
+            let device: OsString = format!("virtio-blk-pci,drive=update{i}").into();
+            push(&["-drive".as_ref(), &drive, "-device".as_ref(), &device]);
         }
         push(&["-device".as_ref(), "i6300esb".as_ref()]);
         match self.watchdog {
@@ -162,7 +161,7 @@ mod tests {
             firmware_vars: "/tmp/run/OVMF_VARS_4M.fd".into(),
             disk: "/img/disk.img".into(),
             snapshot: false,
-            update: None,
+            updates: Vec::new(),
             watchdog: WatchdogSyntax::Action,
         }
     }
@@ -212,24 +211,29 @@ mod tests {
     fn snapshot_and_update_disk() {
         let m = Machine {
             snapshot: true,
-            update: Some("/b/v2.bundle".into()),
+            updates: vec!["/b/v2.bundle".into(), "/b/v3.bundle".into()],
             memory_mib: 1024,
             ..machine()
         };
         let args = strings(&m);
         let drives = values(&args, "-drive");
-        assert_eq!(drives.len(), 4);
+        assert_eq!(drives.len(), 5);
         assert!(drives[2].contains("cache=writethrough,snapshot=on,file=/img/disk.img"));
         assert_eq!(
             drives[3],
-            "if=none,id=update,format=raw,readonly=on,file=/b/v2.bundle"
+            "if=none,id=update0,format=raw,readonly=on,file=/b/v2.bundle"
+        );
+        assert_eq!(
+            drives[4],
+            "if=none,id=update1,format=raw,readonly=on,file=/b/v3.bundle"
         );
         let devices = values(&args, "-device");
         assert_eq!(
             devices,
             [
                 "virtio-blk-pci,drive=system,bootindex=0",
-                "virtio-blk-pci,drive=update",
+                "virtio-blk-pci,drive=update0",
+                "virtio-blk-pci,drive=update1",
                 "i6300esb"
             ]
         );

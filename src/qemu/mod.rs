@@ -50,7 +50,7 @@ pub struct QemuOptions {
     /// Leave `disk` unchanged: guest writes go to a temporary overlay.
     pub snapshot: bool,
     /// A bundle attached as a second, read-only virtio disk.
-    pub update: Option<PathBuf>,
+    pub updates: Vec<PathBuf>,
     /// Cut the power this long after the first `installing` event.
     pub kill_after: Option<KillAfter>,
     /// Copy of the raw console output.
@@ -77,7 +77,7 @@ impl QemuOptions {
             expect: Vec::new(),
             timeout: Self::DEFAULT_TIMEOUT,
             snapshot: false,
-            update: None,
+            updates: Vec::new(),
             kill_after: None,
             console_log: None,
             memory_mib: Self::DEFAULT_MEMORY_MIB,

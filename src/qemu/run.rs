@@ -169,7 +169,7 @@ fn prepare_machine(opts: &QemuOptions, qemu: &Path, work: &Path) -> Result<Machi
         firmware_vars: vars,
         disk: opts.disk.clone(),
         snapshot: opts.snapshot,
-        update: opts.update.clone(),
+        updates: opts.updates.clone(),
         watchdog,
     })
 }
@@ -352,7 +352,7 @@ fn check_inputs(opts: &QemuOptions) -> Result<(), QemuError> {
         .write(!opts.snapshot)
         .open(&opts.disk)
         .map_err(|e| QemuError::io(format!("opening disk image {}", opts.disk.display()), e))?;
-    if let Some(update) = &opts.update {
+    for update in &opts.updates {
         File::open(update)
             .map_err(|e| QemuError::io(format!("opening update bundle {}", update.display()), e))?;
     }
