@@ -45,8 +45,8 @@ pub struct Ext4Options {
     pub size: Option<Bytes>,
     /// Volume label, at most 16 bytes.
     pub label: String,
-    /// Filesystem UUID; `None` derives it from the label and a digest of the
-    /// tree, its metadata and file contents.
+    /// Filesystem UUID; `None` derives it from the label, a digest of the
+    /// tree's names and metadata, and CRC32Cs of its file contents.
     pub uuid: Option<[u8; 16]>,
     /// Directory hash seed; `None` derives it from the UUID if given, else
     /// from the label and the tree's metadata.
