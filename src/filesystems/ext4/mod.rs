@@ -136,7 +136,7 @@ pub enum Ext4Error {
     #[error(
         "tree needs at least {} MiB, --size is {} MiB",
         needed.mib_ceil(),
-        size.get() / MIB
+        mib_display(*size)
     )]
     TooSmall {
         /// The smallest size that works.
@@ -152,6 +152,15 @@ pub enum Ext4Error {
         /// Bytes needed.
         need: u64,
     },
+}
+
+/// A size in MiB for messages: whole numbers as such, others with two decimals.
+fn mib_display(size: Bytes) -> String {
+    if size.get() % MIB == 0 {
+        (size.get() / MIB).to_string()
+    } else {
+        format!("{:.2}", size.get() as f64 / MIB as f64)
+    }
 }
 
 /// An image fully planned and ready to be written.
@@ -261,7 +270,19 @@ impl<'t> Ext4Plan<'t> {
 
     /// Bytes of file data the write will read (for progress bars).
     pub fn data_bytes(&self) -> u64 {
-        self.demand.tree.total_data_bytes()
+        self.demand
+            .files()
+            .map(|(ino, f)| {
+                let p = &self.layout.placements[ino as usize - 1];
+                p.extents()
+                    .iter()
+                    .map(|e| {
+                        let start = u64::from(e.logical) * BLOCK_SIZE;
+                        (u64::from(e.len) * BLOCK_SIZE).min(f.size.saturating_sub(start))
+                    })
+                    .sum::<u64>()
+            })
+            .sum()
     }
 
     fn timestamp(&self) -> i64 {

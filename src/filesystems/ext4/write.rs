@@ -122,9 +122,10 @@ pub(crate) fn write<W: Write + Seek>(
                 let want = (f.size - offset).min(n * BLOCK_SIZE) as usize;
                 let buf = w.slot(e.physical + done, n as usize).map_err(werr)?;
                 src.read_at(&mut buf[..want], offset).map_err(|fail| {
-                    let path = match &src {
-                        Source::File(_, p) => p.to_path_buf(),
-                        Source::Bytes(_) => format!("<generated file {}>", ino).into(),
+                    let path = match (&src, d.source(ino)) {
+                        (Source::File(_, p), _) => p.to_path_buf(),
+                        (Source::Bytes(_), InodeSource::Node(id)) => d.tree.display_path(id).into(),
+                        (Source::Bytes(_), _) => unreachable!("files are tree nodes"),
                     };
                     match fail {
                         ReadFail::Short => Ext4Error::SourceChanged { path },
