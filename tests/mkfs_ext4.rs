@@ -461,3 +461,82 @@ fn overlong_name_is_refused_by_the_library() {
         "{e}"
     );
 }
+
+/// A file over 4 GiB with 400 MiB of it declared as data (the source's holes
+/// there read as zeros, which the writer allocates but never writes): sizes
+/// and extents past 2^32 bytes, an extent tree, and allocation across
+/// several block groups with backup superblocks in the way.
+#[test]
+fn large_file_spans_groups() {
+    use slate::filesystems::ext4::{Ext4Options, Ext4Plan};
+    use slate::tree::{FileData, Metadata, Node, NodeKind, Tree};
+    const SIZE: u64 = (4 << 30) + 12_345;
+    let dir = tempfile::tempdir().unwrap();
+    let host = dir.path().join("big");
+    let f = fs::File::create(&host).unwrap();
+    f.set_len(SIZE).unwrap();
+    for (at, what) in [(0, &b"head"[..]), (3 << 30, b"middle"), (SIZE - 4, b"tail")] {
+        f.write_all_at(what, at).unwrap();
+    }
+    drop(f);
+    let mut t = Tree::new(Metadata::root(0o755));
+    let mut data = FileData::host(&host, SIZE);
+    data.data = vec![
+        0..200 << 20,
+        3 << 30..(3 << 30) + (200 << 20),
+        SIZE - (1 << 20)..SIZE,
+    ];
+    let node = Node {
+        kind: NodeKind::File(data),
+        meta: Metadata::root(0o644),
+    };
+    t.put(b"/big", node, &Metadata::root(0o755)).unwrap();
+    let plan = Ext4Plan::new(&t, &Ext4Options::default()).unwrap();
+    assert!(plan.size().get() > 401 << 20);
+    let img = dir.path().join("img");
+    let out = fs::File::create(&img).unwrap();
+    out.set_len(plan.size().get()).unwrap();
+    let progress = slate::progress::Progress::bytes(plan.data_bytes(), "test");
+    plan.write(&out, &progress).unwrap();
+    drop(out);
+    let allocated = fs::metadata(&img).unwrap().blocks() * 512;
+    assert!(
+        allocated < 64 << 20,
+        "zeros were written: {allocated} bytes"
+    );
+    e2fsck_clean(&img);
+
+    let fs4 = ext4_view(&img);
+    assert_eq!(fs4.metadata("/big").unwrap().len(), SIZE);
+    let mut file = fs4.open("/big").unwrap();
+    assert_eq!(view_read(&mut file, 0, 4), b"head");
+    assert_eq!(view_read(&mut file, 3 << 30, 6), b"middle");
+    assert_eq!(view_read(&mut file, SIZE - 4, 4), b"tail");
+    assert!(view_read(&mut file, 1 << 32, 4096).iter().all(|b| *b == 0));
+    assert!(
+        view_read(&mut file, 100 << 20, 4096)
+            .iter()
+            .all(|b| *b == 0)
+    );
+
+    if let Some(why) = cannot_mount() {
+        skip("kernel read of the 4 GiB file", why);
+        return;
+    }
+    let m = Mount::new(&img, "ro");
+    let big = fs::File::open(m.path().join("big")).unwrap();
+    let md = big.metadata().unwrap();
+    assert_eq!(md.len(), SIZE);
+    assert!(
+        md.blocks() * 512 >= 401 << 20,
+        "data not allocated: {}",
+        md.blocks()
+    );
+    let mut buf = [0u8; 6];
+    big.read_exact_at(&mut buf, 3 << 30).unwrap();
+    assert_eq!(&buf, b"middle");
+    big.read_exact_at(&mut buf[..4], SIZE - 4).unwrap();
+    assert_eq!(&buf[..4], b"tail");
+    drop(big);
+    m.unmount();
+}

@@ -14,8 +14,12 @@ use std::path::PathBuf;
 /// Filesystem types `slate mkfs` writes.
 #[derive(Debug, Subcommand)]
 pub enum Mkfs {
-    /// Make an ext4 image of a directory (owners, modes, times and xattrs
-    /// come from the source, as with `mke2fs -d`)
+    /// Make an ext4 image of a directory, without root
+    ///
+    /// Owners, modes, times and extended attributes come from the source, as
+    /// with `mke2fs -d` (owners become 0:0 with --all-root).
+    /// SOURCE_DATE_EPOCH, when set, clamps every timestamp and sets the
+    /// superblock's times; the output is reproducible.
     Ext4(Ext4Args),
 }
 
