@@ -2,8 +2,8 @@
 //!
 //! 1. file contents, read from their sources in inode order (and hashed
 //!    when the UUID is to be derived from them);
-//! 2. the journal superblock, attribute blocks, directories, long symlinks
-//!    and extent tree blocks;
+//! 2. attribute blocks, directories, long symlinks, extent tree blocks and
+//!    the journal superblock;
 //! 3. the superblock, group descriptors, bitmaps, inode tables and the
 //!    backup superblocks.
 //!
@@ -177,8 +177,8 @@ fn write_file_data<W: Write + Seek>(
     Ok(digest.map(|h| h.finalize().into()))
 }
 
-/// Pass 2: the journal superblock, attribute blocks, directories, long
-/// symlinks and every extent tree block, in allocation order.
+/// Pass 2: attribute blocks, directories, long symlinks, every extent tree
+/// block and the journal superblock, in allocation order.
 fn write_metadata_blocks<W: Write + Seek>(
     plan: &Ext4Plan<'_>,
     w: &mut BlockWriter<W>,
@@ -187,17 +187,6 @@ fn write_metadata_blocks<W: Write + Seek>(
 ) -> Result<(), Ext4Error> {
     let d = &plan.demand;
     let l = &plan.layout;
-    if l.journal_blocks > 0 {
-        let p = &l.placements[JOURNAL_INO as usize - 1];
-        let first = p.physical(0).unwrap_or_default();
-        put(
-            w,
-            first,
-            &journal::superblock(l.journal_blocks as u32, uuid),
-        )?;
-        let seed = checksum::inode_seed(fs_seed, JOURNAL_INO, 0);
-        extent::tree_blocks(p, seed, |n, b| put(w, n, b))?;
-    }
     let hash_seed = dirhash::seed_words(&d.hash_seed);
     for ino in std::iter::once(ROOT_INO).chain(super::plan::LOST_FOUND_INO..=d.max_ino()) {
         let i = ino as usize - 1;
@@ -261,6 +250,17 @@ fn write_metadata_blocks<W: Write + Seek>(
     for (ino, _) in d.files() {
         let p = &l.placements[ino as usize - 1];
         let seed = checksum::inode_seed(fs_seed, ino, 0);
+        extent::tree_blocks(p, seed, |n, b| put(w, n, b))?;
+    }
+    if l.journal_blocks > 0 {
+        let p = &l.placements[JOURNAL_INO as usize - 1];
+        let first = p.physical(0).unwrap_or_default();
+        put(
+            w,
+            first,
+            &journal::superblock(l.journal_blocks as u32, uuid),
+        )?;
+        let seed = checksum::inode_seed(fs_seed, JOURNAL_INO, 0);
         extent::tree_blocks(p, seed, |n, b| put(w, n, b))?;
     }
     Ok(())
