@@ -364,31 +364,3 @@ proptest! {
         check_with_ext4_view(&tree, &img);
     }
 }
-
-/// A tree larger than the options' size is refused with the minimum size.
-#[test]
-fn too_small_names_the_minimum() {
-    let mut t = Tree::new(Metadata::root(0o755));
-    t.put(
-        b"/big",
-        Node {
-            kind: NodeKind::File(FileData::from_bytes(vec![1u8; 3 << 20])),
-            meta: Metadata::root(0o644),
-        },
-        &Metadata::root(0o755),
-    )
-    .unwrap();
-    let opts = Ext4Options {
-        size: Some(slate::units::Bytes(1 << 20)),
-        ..Ext4Options::default()
-    };
-    let need = required_size(&t, &opts).unwrap();
-    let e = Ext4Plan::new(&t, &opts).unwrap_err().to_string();
-    assert_eq!(
-        e,
-        format!(
-            "tree needs at least {} MiB, --size is 1 MiB",
-            need.mib_ceil()
-        )
-    );
-}
