@@ -245,13 +245,22 @@ impl<'t> Ext4Plan<'t> {
                 let required = plan::required_blocks(&demand, opts)?;
                 let mib = MIB / BLOCK_SIZE;
                 let mut blocks = (required + (required / 10).max(mib)).next_multiple_of(mib);
-                let layout = loop {
+                let mut layout = None;
+                // A larger size can mean a larger default journal, so step up
+                // until it fits (a journal is at most 1 GiB: 1024 steps).
+                for _ in 0..2048 {
                     match try_blocks(&demand, opts, blocks) {
-                        Ok(l) => break l,
-                        // A larger size can mean a larger default journal.
+                        Ok(l) => {
+                            layout = Some(l);
+                            break;
+                        }
                         Err(_) => blocks += mib,
                     }
-                };
+                }
+                let layout = layout.ok_or_else(|| Ext4Error::Unsupported {
+                    path: "/".into(),
+                    reason: "no image size fits this tree".into(),
+                })?;
                 (blocks * BLOCK_SIZE, layout)
             }
         };
