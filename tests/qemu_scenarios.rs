@@ -7,7 +7,9 @@
 
 mod images;
 
-use images::{Recipe, bundle, copy_disk, extract_partition, keygen, partition_range, run_ok, sha256_range};
+use images::{
+    Recipe, bundle, copy_disk, extract_partition, keygen, partition_range, run_ok, sha256_range,
+};
 use slate::qemu::{ExitReason, KillAfter, QemuOptions, QemuOutcome, run};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -101,7 +103,12 @@ impl Fixtures {
     /// A bundle of a variant signed with the trusted key.
     fn bundle(&self, name: &str) -> PathBuf {
         let key = format!("bundle:{name}");
-        if let Some(p) = self.built.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        if let Some(p) = self
+            .built
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
             return p.clone();
         }
         let image = self.image(match name {
@@ -144,7 +151,11 @@ impl Fixtures {
 
 fn flip_bit(path: &Path, offset: u64) {
     use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
     let mut b = [0u8; 1];
     f.read_exact_at(&mut b, offset).unwrap();
     b[0] ^= 0x10;
@@ -165,7 +176,14 @@ fn describe(o: &QemuOutcome) -> String {
     let events: Vec<String> = o
         .events
         .iter()
-        .map(|e| format!("  [{:7.2}s boot {}] {}", e.t, e.boot, serde_json::Value::Object(e.event.fields.clone())))
+        .map(|e| {
+            format!(
+                "  [{:7.2}s boot {}] {}",
+                e.t,
+                e.boot,
+                serde_json::Value::Object(e.event.fields.clone())
+            )
+        })
         .collect();
     format!(
         "exit: {:?}, expectations met {}/{}\nevents:\n{}\nlast console lines:\n  {}",
@@ -178,10 +196,17 @@ fn describe(o: &QemuOutcome) -> String {
 }
 
 fn assert_met(o: &QemuOutcome, what: &str) {
-    assert!(o.success && o.all_expectations_met(), "{what}:\n{}", describe(o));
+    assert!(
+        o.success && o.all_expectations_met(),
+        "{what}:\n{}",
+        describe(o)
+    );
 }
 
-fn events<'a>(o: &'a QemuOutcome, name: &str) -> Vec<&'a serde_json::Map<String, serde_json::Value>> {
+fn events<'a>(
+    o: &'a QemuOutcome,
+    name: &str,
+) -> Vec<&'a serde_json::Map<String, serde_json::Value>> {
     o.events
         .iter()
         .filter(|e| e.event.event == name)
@@ -204,7 +229,12 @@ fn skip(test: &str) -> bool {
 /// Reads a file from the data partition with debugfs (independent of slate).
 fn data_file(disk: &Path, scratch: &Path, path: &str) -> String {
     let part = extract_partition(disk, 4, scratch);
-    let out = run_ok(Command::new("debugfs").arg("-R").arg(format!("cat {path}")).arg(&part));
+    let out = run_ok(
+        Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("cat {path}"))
+            .arg(&part),
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -213,7 +243,8 @@ fn device_state(disk: &Path, scratch: &Path) -> serde_json::Value {
     let a = data_file(disk, scratch, "/slate/state.0.json");
     let b = data_file(disk, scratch, "/slate/state.1.json");
     let parse = |s: &str| serde_json::from_str::<serde_json::Value>(s).ok();
-    let seq = |v: &Option<serde_json::Value>| v.as_ref().and_then(|v| v["seq"].as_u64()).unwrap_or(0);
+    let seq =
+        |v: &Option<serde_json::Value>| v.as_ref().and_then(|v| v["seq"].as_u64()).unwrap_or(0);
     let (a, b) = (parse(&a), parse(&b));
     if seq(&b) > seq(&a) { b } else { a }.expect("no agent state on the data partition")
 }
@@ -252,11 +283,26 @@ fn failing_health_check_is_reported_and_not_committed() {
     let f = fixtures();
     let disk = f.disk("v1-unhealthy", "unhealthy");
     // Wait well past the verdict: `committed` must never come.
-    let o = boot(&disk, &["unhealthy:A", "committed:A"], &[], 75, &f.log("unhealthy"));
-    assert!(!o.success && matches!(o.exit_reason, ExitReason::Timeout), "{}", describe(&o));
+    let o = boot(
+        &disk,
+        &["unhealthy:A", "committed:A"],
+        &[],
+        75,
+        &f.log("unhealthy"),
+    );
+    assert!(
+        !o.success && matches!(o.exit_reason, ExitReason::Timeout),
+        "{}",
+        describe(&o)
+    );
     let bad = events(&o, "unhealthy");
     assert_eq!(bad.len(), 1, "{}", describe(&o));
-    assert!(bad[0]["reason"].as_str().unwrap().contains("exited with status 1"));
+    assert!(
+        bad[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("exited with status 1")
+    );
     assert!(events(&o, "committed").is_empty(), "{}", describe(&o));
     assert_eq!(o.boots(), 1, "a committed slot that is unhealthy stays up");
 }
@@ -276,7 +322,14 @@ fn update_ping_pong_keeps_data() {
     let v2 = f.bundle("v2");
     let o = boot(
         &disk,
-        &["committed:A", "installing:B", "installed:B", "booted:B", "healthy:B", "committed:B"],
+        &[
+            "committed:A",
+            "installing:B",
+            "installed:B",
+            "booted:B",
+            "healthy:B",
+            "committed:B",
+        ],
         &[&v2],
         300,
         &log,
@@ -293,7 +346,13 @@ fn update_ping_pong_keeps_data() {
     let v3 = f.bundle("v3");
     let o = boot(
         &disk,
-        &["committed:B", "installing:A", "installed:A", "booted:A", "committed:A"],
+        &[
+            "committed:B",
+            "installing:A",
+            "installed:A",
+            "booted:A",
+            "committed:A",
+        ],
         &[&v3],
         300,
         &log,
@@ -339,16 +398,33 @@ fn unhealthy_update_rolls_back_and_is_not_retried() {
     assert_met(&o, "unhealthy v2");
     let rb = events(&o, "rollback");
     assert_eq!(rb.len(), 1);
-    assert_eq!((rb[0]["from"].as_str(), rb[0]["to"].as_str()), (Some("B"), Some("A")));
-    assert!(rb[0]["reason"].as_str().unwrap().contains("exited with status 1"), "{rb:?}");
+    assert_eq!(
+        (rb[0]["from"].as_str(), rb[0]["to"].as_str()),
+        (Some("B"), Some("A"))
+    );
+    assert!(
+        rb[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("exited with status 1"),
+        "{rb:?}"
+    );
     assert_eq!(events(&o, "committed").last().unwrap()["version"], "1.0.0");
 
     let o = boot(&disk, &["committed:A", "skipped"], &[&bad], 180, &log);
     assert_met(&o, "next boot");
     assert!(events(&o, "installing").is_empty(), "{}", describe(&o));
-    assert!(events(&o, "skipped")[0]["reason"].as_str().unwrap().contains("failed before"));
+    assert!(
+        events(&o, "skipped")[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("failed before")
+    );
     let state = device_state(&disk, &f.dir.path().join("rollback.data"));
-    assert_eq!(state["floor"], 1, "a failed update must not raise the floor: {state}");
+    assert_eq!(
+        state["floor"], 1,
+        "a failed update must not raise the floor: {state}"
+    );
     assert_eq!(state["failed"].as_array().unwrap().len(), 1, "{state}");
 }
 
@@ -364,7 +440,13 @@ fn kernel_panic_falls_back_after_the_tries() {
     let bad = f.bundle("v2-panic");
     let o = boot(
         &disk,
-        &["committed:A", "installed:B", "booted:A", "rollback", "committed:A"],
+        &[
+            "committed:A",
+            "installed:B",
+            "booted:A",
+            "rollback",
+            "committed:A",
+        ],
         &[&bad],
         360,
         &log,
@@ -376,7 +458,10 @@ fn kernel_panic_falls_back_after_the_tries() {
     let console = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(console.contains("Kernel panic"), "the kernel did not panic");
     let rb = events(&o, "rollback");
-    assert!(rb[0]["reason"].as_str().unwrap().contains("2 attempt"), "{rb:?}");
+    assert!(
+        rb[0]["reason"].as_str().unwrap().contains("2 attempt"),
+        "{rb:?}"
+    );
 }
 
 /// Scenario 5: v2's userspace hangs before the health check; the watchdog
@@ -392,7 +477,13 @@ fn userspace_hang_is_reset_by_the_watchdog() {
     let bad = f.bundle("v2-hang");
     let o = boot(
         &disk,
-        &["committed:A", "installed:B", "booted:A", "rollback", "committed:A"],
+        &[
+            "committed:A",
+            "installed:B",
+            "booted:A",
+            "rollback",
+            "committed:A",
+        ],
         &[&bad],
         420,
         &log,
@@ -414,7 +505,9 @@ fn bad_bundles_are_rejected_and_leave_the_slot_untouched() {
     let f = fixtures();
     let disk = f.disk("v1", "reject");
     let log = f.log("reject");
-    let rootfs_len = std::fs::metadata(f.image("v1").join("rootfs.ext4")).unwrap().len();
+    let rootfs_len = std::fs::metadata(f.image("v1").join("rootfs.ext4"))
+        .unwrap()
+        .len();
     let before = slot_hash(&disk, 3, rootfs_len);
     let bundles = [
         f.bundle("v2-tampered"),
@@ -425,7 +518,13 @@ fn bad_bundles_are_rejected_and_leave_the_slot_untouched() {
     let refs: Vec<&Path> = bundles.iter().map(|p| p.as_path()).collect();
     let o = boot(
         &disk,
-        &["committed:A", "rejected", "rejected", "rejected", "rejected"],
+        &[
+            "committed:A",
+            "rejected",
+            "rejected",
+            "rejected",
+            "rejected",
+        ],
         &refs,
         240,
         &log,
@@ -435,9 +534,18 @@ fn bad_bundles_are_rejected_and_leave_the_slot_untouched() {
         .iter()
         .map(|e| e["reason"].as_str().unwrap_or_default().to_string())
         .collect();
-    let wanted = ["chunk", "trusted key", "some-other-board", "below this device's floor"];
+    let wanted = [
+        "chunk",
+        "trusted key",
+        "some-other-board",
+        "below this device's floor",
+    ];
     for (reason, want) in reasons.iter().zip(wanted) {
-        assert!(reason.contains(want), "expected {want:?} in {reason:?}\n{}", describe(&o));
+        assert!(
+            reason.contains(want),
+            "expected {want:?} in {reason:?}\n{}",
+            describe(&o)
+        );
     }
     assert!(events(&o, "installing").is_empty(), "{}", describe(&o));
     assert_eq!(o.boots(), 1, "no reboot");
@@ -446,8 +554,10 @@ fn bad_bundles_are_rejected_and_leave_the_slot_untouched() {
 
 /// Scenario 7: the power is cut at spread-out points of the install window;
 /// every restart boots a healthy, committed slot and the update completes.
-#[test]
-fn power_cuts_during_an_install_never_brick_the_device() {
+///
+/// `SLATE_POWER_CUT_TRIALS` (default 10) trials are split over two tests so
+/// they run in parallel; trial N cuts at a point drawn from seed N.
+fn power_cut_trials(half: u64) {
     if skip("power_cuts") {
         return;
     }
@@ -457,7 +567,7 @@ fn power_cuts_during_an_install_never_brick_the_device() {
         .unwrap_or(10);
     let f = fixtures();
     let v2 = f.bundle("v2");
-    for trial in 0..trials {
+    for trial in (0..trials).filter(|t| t % 2 == half) {
         let name = format!("powercut{trial}");
         let disk = f.disk("v1", &name);
         let log = f.log(&name);
@@ -478,7 +588,9 @@ fn power_cuts_during_an_install_never_brick_the_device() {
             describe(&cut)
         );
         let after = match cut.exit_reason {
-            ExitReason::Killed { after_installing, .. } => after_installing,
+            ExitReason::Killed {
+                after_installing, ..
+            } => after_installing,
             _ => 0.0,
         };
         eprintln!("power cut trial {trial}: killed {after:.2} s after `installing`");
@@ -490,13 +602,36 @@ fn power_cuts_during_an_install_never_brick_the_device() {
         if !was_installed {
             assert_eq!(first_boot["slot"], "A", "trial {trial}: {}", describe(&o));
         }
-        assert!(events(&o, "unhealthy").is_empty(), "trial {trial}: {}", describe(&o));
-        assert!(events(&o, "rollback").is_empty(), "trial {trial}: {}", describe(&o));
+        assert!(
+            events(&o, "unhealthy").is_empty(),
+            "trial {trial}: {}",
+            describe(&o)
+        );
+        assert!(
+            events(&o, "rollback").is_empty(),
+            "trial {trial}: {}",
+            describe(&o)
+        );
         // Every boot in the restart reached a verdict of healthy.
         let healthy = events(&o, "healthy").len();
-        assert_eq!(healthy, events(&o, "booted").len(), "trial {trial}: {}", describe(&o));
+        assert_eq!(
+            healthy,
+            events(&o, "booted").len(),
+            "trial {trial}: {}",
+            describe(&o)
+        );
         let _ = std::fs::remove_file(&disk);
     }
+}
+
+#[test]
+fn power_cuts_during_an_install_never_brick_the_device_even() {
+    power_cut_trials(0);
+}
+
+#[test]
+fn power_cuts_during_an_install_never_brick_the_device_odd() {
+    power_cut_trials(1);
 }
 
 /// Scenario 8: a torn boot loader state file (A's entry cut in half, a
@@ -514,7 +649,10 @@ fn torn_boot_entry_still_boots_a_healthy_slot() {
     std::fs::write(&torn, "title minimal 1.0.0 (slot A)\nversion 1.0.0\nlin").unwrap();
     let garbled = f.dir.path().join("garbled-loader.conf");
     std::fs::write(&garbled, b"\xff\xfe timeout \x00\x01 ???\n").unwrap();
-    for (src, dst) in [(&torn, "::/loader/entries/slate-00000001-a.conf"), (&garbled, "::/loader/loader.conf")] {
+    for (src, dst) in [
+        (&torn, "::/loader/entries/slate-00000001-a.conf"),
+        (&garbled, "::/loader/loader.conf"),
+    ] {
         run_ok(
             Command::new("mcopy")
                 .env("MTOOLS_SKIP_CHECK", "1")
@@ -523,6 +661,12 @@ fn torn_boot_entry_still_boots_a_healthy_slot() {
                 .arg(dst),
         );
     }
-    let o = boot(&disk, &["booted:B", "healthy:B", "committed:B"], &[], 180, &f.log("torn"));
+    let o = boot(
+        &disk,
+        &["booted:B", "healthy:B", "committed:B"],
+        &[],
+        180,
+        &f.log("torn"),
+    );
     assert_met(&o, "torn entry");
 }
