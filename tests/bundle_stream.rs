@@ -287,3 +287,31 @@ fn keys_from_raw_bytes_and_pem_agree() {
         "weak key accepted"
     );
 }
+
+#[test]
+fn whole_artifact_digest_is_checked_unless_turned_off() {
+    // A manifest whose chunk digests are right but whose whole-artifact
+    // digest is not (a signer bug): signed with a trusted key.
+    let b = built();
+    let l = Layout::parse(&b.bundle);
+    let m = std::str::from_utf8(&b.bundle[l.manifest_range()]).unwrap();
+    // (The rootfs has many chunks, so its digest appears only once.)
+    let rootfs_sha = l.manifest["artifacts"][0]["sha256"].as_str().unwrap();
+    assert_eq!(m.matches(rootfs_sha).count(), 1);
+    let m = m.replace(rootfs_sha, &"0".repeat(64)).into_bytes();
+    let key = SecretKey::from_seed(&[8; 32]);
+    let rec = key.sign_record(&m).encode();
+    let bundle = assemble(&m, &[rec], &b.bundle[l.payload_offset()..]);
+    let keys = TrustedKeys::new([key.public()], 1).unwrap();
+
+    let e = open(&bundle[..], &keys).unwrap().finish().unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "corrupt bundle: artifact rootfs does not match its sha256"
+    );
+    assert_eq!(e.corrupt_kind().unwrap().code(), "artifact_digest");
+
+    let mut r = open(&bundle[..], &keys).unwrap();
+    r.set_check_whole_digest(false);
+    r.finish().unwrap();
+}
