@@ -4,7 +4,7 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = slate::cli::Cli::parse();
+    let cli = slate::cli::Cli::parse_from(slate::cli::effective_args());
     report(slate::cli::run(cli))
 }
 

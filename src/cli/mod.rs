@@ -2,9 +2,15 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod agent;
+pub mod build;
 pub mod bundle;
 pub mod inspect;
 pub mod keygen;
+pub mod mkfs;
+pub mod mkfs_cpio;
+pub mod mkfs_fat;
+pub mod qemu;
 pub mod verify;
 
 /// slate: compose minimal, immutable A/B OS images and update them safely.
@@ -19,6 +25,11 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Build a bootable A/B disk image from a recipe.
+    Build(build::BuildArgs),
+    /// Build a filesystem image from a directory, without root.
+    #[command(subcommand)]
+    Mkfs(mkfs::Mkfs),
     /// Make an Ed25519 signing key pair (PREFIX.key, PREFIX.pub).
     Keygen(keygen::KeygenArgs),
     /// Pack a build directory into a signed update bundle.
@@ -27,14 +38,41 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Show a bundle's manifest and signatures.
     Inspect(inspect::InspectArgs),
+    /// Boot a disk image in QEMU and check the events the guest prints.
+    Qemu(qemu::QemuArgs),
+    /// The on-device agent (installed in images as slate-agent).
+    Agent(agent::AgentArgs),
 }
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Build(a) => build::run(a),
+        Command::Mkfs(cmd) => mkfs::run(cmd),
         Command::Keygen(a) => keygen::run(a),
         Command::Bundle(a) => bundle::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Qemu(a) => qemu::run(a),
+        Command::Agent(a) => agent::run(a),
     }
+}
+
+/// The command line to parse: invoked as `slate-agent ARGS`, the binary
+/// behaves as `slate agent ARGS`.
+pub fn effective_args() -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let invoked_as_agent = args
+        .first()
+        .and_then(|a| {
+            std::path::Path::new(a)
+                .file_name()
+                .map(|n| n == "slate-agent")
+        })
+        .unwrap_or(false);
+    if invoked_as_agent {
+        args[0] = "slate".into();
+        args.insert(1, "agent".into());
+    }
+    args
 }

@@ -1,7 +1,9 @@
 //! Small I/O building blocks shared by the writers, the bundle code and the agent.
 
 pub mod atomic;
+pub mod hash;
 pub mod offset;
+pub mod sparse;
 
 pub use atomic::{AtomicFile, sync_dir, write_atomic};
 pub use offset::OffsetWriter;

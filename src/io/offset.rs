@@ -1,10 +1,12 @@
 //! A window onto part of a larger file, so a filesystem writer can stream
 //! straight into its partition of a disk image.
 
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 
 /// Writes into `inner` at `[base, base + len)`; positions are relative to `base`
 /// and writes past `len` fail instead of spilling into the next partition.
+/// When `inner` is readable the window is too (reads stop at `len`), which
+/// writers that read back their own metadata, such as FAT, need.
 #[derive(Debug)]
 pub struct OffsetWriter<W> {
     inner: W,
@@ -13,7 +15,7 @@ pub struct OffsetWriter<W> {
     pos: u64,
 }
 
-impl<W: Write + Seek> OffsetWriter<W> {
+impl<W: Seek> OffsetWriter<W> {
     /// A window of `len` bytes starting at `base`.
     pub fn new(mut inner: W, base: u64, len: u64) -> io::Result<Self> {
         inner.seek(SeekFrom::Start(base))?;
@@ -55,7 +57,17 @@ impl<W: Write + Seek> Write for OffsetWriter<W> {
     }
 }
 
-impl<W: Write + Seek> Seek for OffsetWriter<W> {
+impl<W: Read + Write + Seek> Read for OffsetWriter<W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let room = self.len.saturating_sub(self.pos);
+        let want = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl<W: Seek> Seek for OffsetWriter<W> {
     fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
         let target = match to {
             SeekFrom::Start(p) => Some(p),
@@ -84,5 +96,18 @@ mod tests {
         let v = w.into_inner().into_inner();
         assert_eq!(&v[4..12], b"ab\0\0\0\0cd");
         assert_eq!(v[12], 0);
+    }
+
+    #[test]
+    fn reads_stop_at_window_end() {
+        let data: Vec<u8> = (0..16).collect();
+        let mut w = OffsetWriter::new(Cursor::new(data), 4, 8).unwrap();
+        let mut all = Vec::new();
+        w.read_to_end(&mut all).unwrap();
+        assert_eq!(all, (4..12).collect::<Vec<u8>>());
+        w.seek(SeekFrom::End(-2)).unwrap();
+        let mut two = [0u8; 4];
+        assert_eq!(w.read(&mut two).unwrap(), 2);
+        assert_eq!(&two[..2], &[10, 11]);
     }
 }

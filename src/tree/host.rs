@@ -6,7 +6,6 @@ use super::{
 };
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::ops::Range;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -28,7 +27,9 @@ impl Default for ScanOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
     /// A system call on a path failed.
-    #[error("{what} {path}: {source}")]
+    // The OS error is the source, shown by `{:#}`; repeating it here would
+    // print it twice.
+    #[error("{what} {path}")]
     Io {
         /// What was being done ("reading", "listing", ...).
         what: &'static str,
@@ -144,7 +145,7 @@ fn file_data(path: &Path, md: &fs::Metadata) -> Result<FileData, ScanError> {
     let size = md.len();
     // Only ask for holes when the file occupies less than its size on disk.
     let data = if size > 0 && md.blocks().saturating_mul(512) < size {
-        data_ranges(&file, size).map_err(io_err("finding holes in", path))?
+        crate::io::sparse::data_ranges(&file, size).map_err(io_err("finding holes in", path))?
     } else if size == 0 {
         Vec::new()
     } else {
@@ -155,30 +156,6 @@ fn file_data(path: &Path, md: &fs::Metadata) -> Result<FileData, ScanError> {
         source: DataSource::Host(path.to_path_buf()),
         data,
     })
-}
-
-/// The data segments of a file per SEEK_DATA/SEEK_HOLE.
-fn data_ranges(file: &fs::File, size: u64) -> std::io::Result<Vec<Range<u64>>> {
-    use rustix::fs::{SeekFrom, seek};
-    let mut out = Vec::new();
-    let mut pos = 0u64;
-    while pos < size {
-        let start = match seek(file, SeekFrom::Data(pos)) {
-            Ok(p) => p,
-            Err(rustix::io::Errno::NXIO) => break,
-            Err(e) => return Err(e.into()),
-        };
-        if start >= size {
-            break;
-        }
-        let end = match seek(file, SeekFrom::Hole(start)) {
-            Ok(p) => p.min(size),
-            Err(e) => return Err(e.into()),
-        };
-        out.push(start..end);
-        pos = end;
-    }
-    Ok(out)
 }
 
 fn read_xattrs(path: &Path) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, ScanError> {

@@ -1,0 +1,542 @@
+//! Installing a bundle into the inactive slot.
+//!
+//! Plan, then execute (the order is what makes it power-safe):
+//! 1. Check the signed manifest against the device (compatible, anti-rollback
+//!    floor, not the running version). Nothing is written on rejection.
+//! 2. For a local source (file, block device), verify the whole bundle once
+//!    before writing anything, so a corrupt bundle leaves the slot untouched.
+//! 3. Take the target slot out of the boot order and record `Installing`.
+//! 4. Stream the rootfs into the slot, verifying each chunk before writing
+//!    it (again: the medium could change between passes), then fsync and
+//!    read the whole slot back against the artifact's digest.
+//! 5. Write the slot's kernel and initrd to the ESP (temp + fsync + rename)
+//!    and read them back.
+//! 6. Only now add the slot's boot entry with a try counter, record
+//!    `Installed`, and reboot.
+//!
+//! A power cut before step 6 leaves the slot out of the boot order (the
+//! running slot boots, the agent abandons the install); after it, the new
+//! slot is complete and verified.
+
+use super::boot::Device;
+use super::cmdline;
+use super::events::emit;
+use super::state::{DeviceState, PendingUpdate};
+use super::system::{self, BlockPartition};
+use crate::boot_env::systemd_boot::SystemdBoot;
+use crate::boot_env::{BootFile, BootFlow, EntrySpec, SlotId};
+use crate::bundle::{self, BundleReader, Holes, TrustedKeys};
+use crate::compose::build::BootSpec;
+use crate::version::compare_versions;
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::json;
+use std::cmp::Ordering;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+/// Artifacts a bundle must carry, by role.
+pub const REQUIRED_ARTIFACTS: [&str; 4] = ["rootfs", "kernel", "initrd", "boot"];
+
+/// Largest boot.json accepted.
+const MAX_BOOTSPEC: u64 = 64 << 10;
+
+/// Where a bundle comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A bundle file or a block device whose content is a bundle.
+    Path(PathBuf),
+    /// An http(s) URL, streamed.
+    Url(String),
+}
+
+impl Source {
+    /// Parses a command-line source.
+    pub fn parse(s: &str) -> Source {
+        if s.starts_with("http://") || s.starts_with("https://") {
+            Source::Url(s.to_string())
+        } else {
+            Source::Path(PathBuf::from(s))
+        }
+    }
+
+    /// Whether it can be read twice (verify first, then install).
+    pub fn rereadable(&self) -> bool {
+        matches!(self, Source::Path(_))
+    }
+
+    /// Whether it is a block device (whose size is rounded up to whole
+    /// sectors, so bytes after the bundle are not an error).
+    pub fn is_block_device(&self) -> bool {
+        use std::os::unix::fs::FileTypeExt;
+        match self {
+            Source::Path(p) => std::fs::metadata(p).is_ok_and(|m| m.file_type().is_block_device()),
+            Source::Url(_) => false,
+        }
+    }
+
+    /// Opens it for reading from the start.
+    pub fn open(&self) -> Result<Box<dyn Read>> {
+        match self {
+            Source::Path(p) => {
+                let md = std::fs::metadata(p)
+                    .with_context(|| format!("opening bundle {}", p.display()))?;
+                if md.is_dir() {
+                    bail!("bundle {} is a directory", p.display());
+                }
+                let f = File::open(p).with_context(|| format!("opening bundle {}", p.display()))?;
+                Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, f)))
+            }
+            Source::Url(u) => {
+                let resp = ureq::get(u)
+                    .call()
+                    .with_context(|| format!("downloading bundle {u}"))?;
+                Ok(Box::new(resp.into_body().into_reader()))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Path(p) => write!(f, "{}", p.display()),
+            Source::Url(u) => f.write_str(u),
+        }
+    }
+}
+
+/// Why a bundle is refused before anything is written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Rejection(pub String);
+
+/// The device-side checks of a verified manifest (pure).
+pub fn check_manifest(
+    m: &bundle::Manifest,
+    compatible: &str,
+    running_version: &str,
+    floor: u64,
+) -> Result<(), Rejection> {
+    if m.compatible != compatible {
+        return Err(Rejection(format!(
+            "bundle is for {:?}, this device is {compatible:?}",
+            m.compatible
+        )));
+    }
+    if m.security_version < floor {
+        return Err(Rejection(format!(
+            "bundle security_version {} is below this device's floor {floor}",
+            m.security_version
+        )));
+    }
+    if m.version == running_version {
+        return Err(Rejection(format!(
+            "version {} is already running",
+            m.version
+        )));
+    }
+    for name in REQUIRED_ARTIFACTS {
+        if !m.artifacts.iter().any(|a| a.name == name) {
+            return Err(Rejection(format!("bundle has no {name} artifact")));
+        }
+    }
+    Ok(())
+}
+
+/// The device's trusted keys.
+pub fn trusted_keys(dev: &Device) -> Result<TrustedKeys> {
+    if dev.config.public_keys.is_empty() {
+        bail!("this image trusts no update keys ([update] public_keys is empty)");
+    }
+    TrustedKeys::from_pem_files(
+        &dev.config.public_keys,
+        dev.config.threshold.max(1) as usize,
+    )
+    .context("loading the image's trusted keys")
+}
+
+/// Holds /run/slate/install.lock for the duration of an install.
+struct InstallLock(#[allow(dead_code)] File);
+
+fn lock() -> Result<InstallLock> {
+    std::fs::create_dir_all("/run/slate").context("creating /run/slate")?;
+    let f = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/run/slate/install.lock")
+        .context("opening /run/slate/install.lock")?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .map_err(|_| anyhow!("another install is running"))?;
+    Ok(InstallLock(f))
+}
+
+/// The partition of `slot` on the disk the device booted from.
+fn slot_partition(dev: &Device, slot: SlotId) -> Result<BlockPartition> {
+    let root_guid = dev
+        .params
+        .root
+        .as_deref()
+        .context("the kernel command line has no slate.root=")?;
+    let all = system::partitions()?;
+    let booted = all
+        .iter()
+        .find(|p| p.guid.eq_ignore_ascii_case(root_guid))
+        .with_context(|| format!("no partition with GUID {root_guid} (the booted root)"))?;
+    all.iter()
+        .find(|p| p.disk == booted.disk && p.name == slot.partition_name())
+        .cloned()
+        .with_context(|| {
+            format!(
+                "no {} partition on {}",
+                slot.partition_name(),
+                booted.disk.display()
+            )
+        })
+}
+
+/// Reads `len` bytes of `path` from the start and returns their SHA-256.
+fn read_back(path: &Path, len: u64) -> Result<[u8; 32]> {
+    let f = File::open(path).with_context(|| format!("reading back {}", path.display()))?;
+    let (digest, n) =
+        crate::io::hash::sha256_reader(std::io::BufReader::with_capacity(4 << 20, f).take(len))
+            .with_context(|| format!("reading back {}", path.display()))?;
+    if n != len {
+        bail!("{} is shorter than the written {len} bytes", path.display());
+    }
+    Ok(digest)
+}
+
+/// What an install ended with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Installed; the slot is tried on the next boot.
+    Installed {
+        /// The slot.
+        slot: SlotId,
+        /// Its version.
+        version: String,
+    },
+    /// Refused before writing.
+    Rejected(String),
+}
+
+fn reject(reason: String, version: Option<&str>) -> Outcome {
+    let mut fields = vec![("reason", json!(reason))];
+    if let Some(v) = version {
+        fields.push(("version", json!(v)));
+    }
+    emit("rejected", &fields);
+    Outcome::Rejected(reason)
+}
+
+/// Verifies every artifact; a bundle file must also end exactly where its
+/// header says, a block device may continue.
+fn verify_all(
+    mut reader: BundleReader<Box<dyn Read>>,
+    device: bool,
+) -> Result<(), bundle::BundleError> {
+    if !device {
+        return reader.finish().map(|_| ());
+    }
+    while reader.next_artifact()?.is_some() {
+        reader.verify_artifact(|_| {})?;
+    }
+    Ok(())
+}
+
+/// Opens and verifies the signed head of a bundle.
+fn open_verified(
+    source: &Source,
+    keys: &TrustedKeys,
+) -> Result<BundleReader<Box<dyn Read>>, String> {
+    let src = source.open().map_err(|e| format!("{e:#}"))?;
+    bundle::open(src, keys).map_err(|e| format!("{source}: {e}"))
+}
+
+/// Installs `source` into the inactive slot. Returns `Rejected` (after
+/// emitting the event) for bundles the device refuses; errors are failures
+/// during the install, after which the target slot stays out of the boot order.
+pub fn install(dev: &Device, state: &mut DeviceState, source: &Source) -> Result<Outcome> {
+    let _lock = lock()?;
+    let keys = trusted_keys(dev)?;
+    let target = dev.booted.other();
+
+    // 1. The signed manifest, checked against the device.
+    let reader = match open_verified(source, &keys) {
+        Ok(r) => r,
+        Err(reason) => return Ok(reject(reason, None)),
+    };
+    let manifest = reader.manifest().clone();
+    let digest = reader.manifest_digest().to_string();
+    if let Err(r) = check_manifest(
+        &manifest,
+        &dev.config.compatible,
+        &dev.config.version,
+        state.floor,
+    ) {
+        return Ok(reject(r.0, Some(&manifest.version)));
+    }
+    let part = slot_partition(dev, target)?;
+    let rootfs_size = manifest
+        .artifacts
+        .iter()
+        .find(|a| a.name == "rootfs")
+        .map(|a| a.size)
+        .unwrap_or(0);
+    if rootfs_size > part.size {
+        return Ok(reject(
+            format!(
+                "rootfs of {} bytes does not fit slot {target} ({} bytes)",
+                rootfs_size, part.size
+            ),
+            Some(&manifest.version),
+        ));
+    }
+
+    // 2. Verify everything before the first write when the source allows it.
+    let reader = if source.rereadable() {
+        if let Err(e) = verify_all(reader, source.is_block_device()) {
+            return Ok(reject(format!("{source}: {e}"), Some(&manifest.version)));
+        }
+        match open_verified(source, &keys) {
+            Ok(r) if r.manifest_digest().to_string() == digest => r,
+            Ok(_) => return Ok(reject(format!("{source} changed while reading it"), None)),
+            Err(reason) => return Ok(reject(reason, None)),
+        }
+    } else {
+        reader
+    };
+
+    // 3. Out of the boot order, then record the attempt.
+    let esp = dev.mount_esp(true)?;
+    let mut flow = SystemdBoot::new(esp.path());
+    flow.disable(target)?;
+    state.begin_install(PendingUpdate {
+        target,
+        version: manifest.version.clone(),
+        digest: digest.clone(),
+        security_version: manifest.security_version,
+    })?;
+    dev.save_state(state);
+    emit(
+        "installing",
+        &[
+            ("slot", json!(target.to_string())),
+            ("version", json!(manifest.version)),
+            ("source", json!(source.to_string())),
+        ],
+    );
+
+    let written = write_artifacts(reader, &part, &mut flow, target);
+    let bootspec = match written {
+        Ok(b) => b,
+        Err(e) => {
+            // The slot stays disabled; the running system is untouched.
+            let _ = state.abandon();
+            dev.save_state(state);
+            emit(
+                "install_failed",
+                &[
+                    ("slot", json!(target.to_string())),
+                    ("reason", json!(format!("{e:#}"))),
+                ],
+            );
+            return Err(e);
+        }
+    };
+
+    // 6. Bootable only now.
+    let data = dev.params.data.clone().unwrap_or_default();
+    let esp_guid = dev.params.esp.clone().unwrap_or_default();
+    let entry = EntrySpec {
+        title: format!("{} {} (slot {target})", bootspec.name, bootspec.version),
+        version: bootspec.version.clone(),
+        options: cmdline::compose(
+            &bootspec.cmdline,
+            target,
+            &part.guid,
+            &data,
+            &esp_guid,
+            bootspec.watchdog_secs,
+        ),
+    };
+    flow.try_next(target, dev.config.tries, &entry)?;
+    state.installed()?;
+    dev.save_state(state);
+    esp.unmount()?;
+    emit(
+        "installed",
+        &[
+            ("slot", json!(target.to_string())),
+            ("version", json!(manifest.version)),
+        ],
+    );
+    Ok(Outcome::Installed {
+        slot: target,
+        version: manifest.version,
+    })
+}
+
+/// Steps 4 and 5: stream every artifact to its place, verified, and read back.
+fn write_artifacts(
+    mut reader: BundleReader<Box<dyn Read>>,
+    part: &BlockPartition,
+    flow: &mut SystemdBoot,
+    target: SlotId,
+) -> Result<BootSpec> {
+    let spool_dir = PathBuf::from("/run/slate/spool");
+    std::fs::create_dir_all(&spool_dir).context("creating /run/slate/spool")?;
+    let mut bootspec = None;
+    let mut wrote_rootfs = false;
+    while let Some(a) = reader.next_artifact()? {
+        match a.name.as_str() {
+            "rootfs" => {
+                let mut dev = File::options()
+                    .write(true)
+                    .open(&part.dev)
+                    .with_context(|| format!("opening slot {target} ({})", part.dev.display()))?;
+                dev.seek(SeekFrom::Start(0))?;
+                reader
+                    .copy_artifact(&mut dev, Holes::WriteZeros, |_| {})
+                    .with_context(|| format!("writing slot {target}"))?;
+                dev.sync_all()
+                    .with_context(|| format!("syncing slot {target}"))?;
+                drop(dev);
+                let back = read_back(&part.dev, a.size)?;
+                if back != a.sha256.0 {
+                    bail!("slot {target} reads back differently from what was written");
+                }
+                wrote_rootfs = true;
+            }
+            "kernel" | "initrd" | "boot" => {
+                let spool = spool_dir.join(&a.name);
+                let mut f = File::options()
+                    .create(true)
+                    .truncate(true)
+                    .read(true)
+                    .write(true)
+                    .open(&spool)
+                    .with_context(|| format!("creating {}", spool.display()))?;
+                if a.name == "boot" && a.size > MAX_BOOTSPEC {
+                    bail!("boot.json of {} bytes is too large", a.size);
+                }
+                reader.copy_artifact(&mut f, Holes::WriteZeros, |_| {})?;
+                f.seek(SeekFrom::Start(0))?;
+                match a.name.as_str() {
+                    "boot" => {
+                        let mut text = String::new();
+                        f.read_to_string(&mut text)?;
+                        bootspec = Some(
+                            serde_json::from_str::<BootSpec>(&text)
+                                .context("parsing the bundle's boot.json")?,
+                        );
+                    }
+                    name => {
+                        let kind = if name == "kernel" {
+                            BootFile::Kernel
+                        } else {
+                            BootFile::Initrd
+                        };
+                        flow.install_boot_file(target, kind, &mut f)?;
+                        let (back, n) =
+                            crate::io::hash::sha256_reader(flow.read_boot_file(target, kind)?)?;
+                        if back != a.sha256.0 || n != a.size {
+                            bail!(
+                                "the {name} of slot {target} reads back differently from what was written"
+                            );
+                        }
+                    }
+                }
+                drop(f);
+                let _ = std::fs::remove_file(&spool);
+            }
+            // Artifacts a newer builder adds are verified but not used.
+            _ => reader.verify_artifact(|_| {})?,
+        }
+    }
+    reader.into_inner();
+    if !wrote_rootfs {
+        bail!("bundle has no rootfs");
+    }
+    bootspec.context("bundle has no boot.json")
+}
+
+/// Whether a bundle on removable media should be installed automatically.
+pub fn wanted_automatically(
+    version: &str,
+    running: &str,
+    digest: &str,
+    state: &DeviceState,
+) -> bool {
+    compare_versions(version, running) == Ordering::Greater && !state.has_failed(digest)
+}
+
+/// `slate-agent install SOURCE`.
+pub fn run_cli(config: &Path, source: &str, reboot: bool) -> Result<()> {
+    let dev = Device::open(config)?;
+    let mut state = dev.load_state();
+    let source = Source::parse(source);
+    match install(&dev, &mut state, &source)? {
+        Outcome::Installed { slot, version } => {
+            eprintln!("slate-agent: installed {version} into slot {slot}");
+            if reboot {
+                system::reboot()?;
+            }
+            Ok(())
+        }
+        Outcome::Rejected(reason) => bail!("bundle rejected: {reason}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(version: &str, compatible: &str, sv: u64, artifacts: &[&str]) -> bundle::Manifest {
+        let json = serde_json::json!({
+            "artifacts": artifacts.iter().map(|n| serde_json::json!({
+                "chunk_size": 65536, "chunks": [], "name": n,
+                "sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", "size": 0
+            })).collect::<Vec<_>>(),
+            "compatible": compatible, "created": 0, "format": 1, "name": "t",
+            "security_version": sv, "version": version
+        });
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn device_checks() {
+        let all = REQUIRED_ARTIFACTS;
+        let ok = manifest("2.0.0", "c", 2, &all);
+        assert!(check_manifest(&ok, "c", "1.0.0", 2).is_ok());
+        let e = check_manifest(&ok, "other", "1.0.0", 0).unwrap_err();
+        assert!(e.0.contains("this device is \"other\""), "{e}");
+        let e = check_manifest(&ok, "c", "1.0.0", 3).unwrap_err();
+        assert!(e.0.contains("below this device's floor 3"), "{e}");
+        let e = check_manifest(&ok, "c", "2.0.0", 0).unwrap_err();
+        assert!(e.0.contains("already running"), "{e}");
+        let e = check_manifest(&manifest("2", "c", 2, &["rootfs"]), "c", "1", 0).unwrap_err();
+        assert!(e.0.contains("no kernel artifact"), "{e}");
+    }
+
+    #[test]
+    fn automatic_install_policy() {
+        let mut s = DeviceState::factory("1.0.0", 0);
+        assert!(wanted_automatically("1.1.0", "1.0.0", "d", &s));
+        assert!(!wanted_automatically("1.0.0", "1.0.0", "d", &s));
+        assert!(!wanted_automatically("0.9.0", "1.0.0", "d", &s));
+        s.remember_failure(super::super::state::FailedUpdate {
+            digest: "d".into(),
+            version: "1.1.0".into(),
+            reason: "r".into(),
+        });
+        assert!(!wanted_automatically("1.1.0", "1.0.0", "d", &s));
+        assert_eq!(
+            Source::parse("https://x/b"),
+            Source::Url("https://x/b".into())
+        );
+        assert!(Source::parse("/dev/vdb").rereadable());
+    }
+}

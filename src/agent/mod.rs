@@ -1,0 +1,16 @@
+//! The on-device agent: boot verdicts, commits, rollbacks and installs.
+//!
+//! It runs from the image's init as `slate-agent boot`, and on demand as
+//! `slate-agent install ...` / `slate-agent status --json`.
+
+pub mod boot;
+pub mod cmdline;
+pub mod config;
+pub mod events;
+pub mod health;
+pub mod install;
+pub mod media;
+pub mod state;
+pub mod status;
+pub mod system;
+pub mod watchdog;

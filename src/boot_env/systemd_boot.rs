@@ -1,0 +1,492 @@
+//! systemd-boot backend: Boot Loader Specification type #1 entries on the ESP,
+//! with systemd-boot's own boot counting.
+//!
+//! Each slot has one entry, `loader/entries/slate-<generation>-<slot>.conf`.
+//! systemd-boot sorts entries by id in descending version order and starts
+//! the first one, except that entries with no tries left go last. So:
+//!
+//! - committed slot: `slate-00000001-a.conf` (no counter: never counted);
+//! - trial: `slate-00000002-b+3-0.conf`, a higher generation so it sorts
+//!   first; systemd-boot renames it to `+2-1`, `+1-2`, `+0-3` on each attempt
+//!   *before* starting the kernel, so panics and hangs count too, and at
+//!   `+0-N` it sorts last and the committed slot boots again;
+//! - commit: rename the trial entry to drop the counter;
+//! - mark bad: rename to `+0-N`.
+//!
+//! Every change is a write-to-temp + fsync + rename + directory fsync, and
+//! a slot's kernel and initrd are written before its entry exists, so an
+//! entry never points at half-written files.
+
+use super::{BootEnvError, BootFile, BootFlow, BootSnapshot, EntrySpec, SlotBootState, SlotId};
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Directory of the entries, relative to the ESP root.
+pub const ENTRIES_DIR: &str = "loader/entries";
+/// Where systemd-boot is installed on the ESP (the removable-media path, so
+/// no NVRAM boot variable is needed).
+pub const LOADER_PATH: &str = "EFI/BOOT/BOOTX64.EFI";
+/// Path of systemd-boot inside Debian's systemd-boot-efi package.
+pub const PACKAGE_BINARY: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
+
+/// `loader/loader.conf`: boot the first entry immediately, no editor, no
+/// automatic entries that could sort before ours.
+pub fn loader_conf() -> &'static str {
+    "timeout 0\neditor no\nauto-entries no\nauto-firmware no\nconsole-mode keep\n"
+}
+
+/// ESP path of a slot's kernel, e.g. `slate/a/vmlinuz`.
+pub fn kernel_path(slot: SlotId) -> String {
+    format!("slate/{}/vmlinuz", slot.lower())
+}
+
+/// ESP path of a slot's initrd.
+pub fn initrd_path(slot: SlotId) -> String {
+    format!("slate/{}/initrd", slot.lower())
+}
+
+/// ESP path of a slot's boot file.
+pub fn boot_file_path(slot: SlotId, file: BootFile) -> String {
+    match file {
+        BootFile::Kernel => kernel_path(slot),
+        BootFile::Initrd => initrd_path(slot),
+    }
+}
+
+/// A parsed entry file name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryName {
+    /// Ordering key.
+    pub generation: u64,
+    /// The slot it boots.
+    pub slot: SlotId,
+    /// Boot counter `(tries_left, tries_done)`, if counting.
+    pub counter: Option<(u32, u32)>,
+}
+
+impl EntryName {
+    /// The file name, e.g. `slate-00000002-b+3-0.conf`.
+    pub fn file_name(&self) -> String {
+        let counter = match self.counter {
+            Some((left, done)) => format!("+{left}-{done}"),
+            None => String::new(),
+        };
+        format!(
+            "slate-{:08}-{}{counter}.conf",
+            self.generation,
+            self.slot.lower()
+        )
+    }
+
+    /// Parses a file name written by [`EntryName::file_name`] (or renamed by
+    /// systemd-boot's counting).
+    pub fn parse(name: &str) -> Option<EntryName> {
+        let stem = name.strip_prefix("slate-")?.strip_suffix(".conf")?;
+        let (gen_text, rest) = stem.split_once('-')?;
+        if gen_text.len() != 8 || !gen_text.chars().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        let generation = gen_text.parse().ok()?;
+        let (slot_text, counter) = match rest.split_once('+') {
+            Some((s, c)) => {
+                let (left, done) = match c.split_once('-') {
+                    Some((l, d)) => (l.parse().ok()?, d.parse().ok()?),
+                    None => (c.parse().ok()?, 0),
+                };
+                (s, Some((left, done)))
+            }
+            None => (rest, None),
+        };
+        let slot = match slot_text {
+            "a" => SlotId::A,
+            "b" => SlotId::B,
+            _ => return None,
+        };
+        Some(EntryName {
+            generation,
+            slot,
+            counter,
+        })
+    }
+
+    /// The boot state this name encodes.
+    pub fn state(&self) -> SlotBootState {
+        match self.counter {
+            None => SlotBootState::Good {
+                generation: self.generation,
+            },
+            Some((0, done)) => SlotBootState::Bad {
+                generation: self.generation,
+                tries_done: done,
+            },
+            Some((left, done)) => SlotBootState::Trying {
+                generation: self.generation,
+                tries_left: left,
+                tries_done: done,
+            },
+        }
+    }
+}
+
+/// The text of an entry file.
+pub fn entry_text(spec: &EntrySpec, slot: SlotId) -> String {
+    format!(
+        "title {}\nversion {}\nlinux /{}\ninitrd /{}\noptions {}\n",
+        spec.title,
+        spec.version,
+        kernel_path(slot),
+        initrd_path(slot),
+        spec.options
+    )
+}
+
+/// Whether entry text is complete enough for systemd-boot to boot it (it
+/// ignores entries without a `linux` line); a torn write fails this.
+pub fn entry_is_usable(text: &str) -> bool {
+    text.lines().any(|l| l.starts_with("linux /"))
+        && text.lines().any(|l| l.starts_with("options "))
+}
+
+/// The systemd-boot backend over a mounted ESP.
+#[derive(Debug, Clone)]
+pub struct SystemdBoot {
+    esp: PathBuf,
+}
+
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BootEnvError {
+    let path = path.display().to_string();
+    move |source| BootEnvError::Io { what, path, source }
+}
+
+impl SystemdBoot {
+    /// A backend for the ESP mounted at `esp`.
+    pub fn new(esp: impl Into<PathBuf>) -> Self {
+        Self { esp: esp.into() }
+    }
+
+    /// Usable entries of each slot: `(file name, parsed)`, highest generation first.
+    pub fn entries(&self) -> Result<Vec<(String, EntryName)>, BootEnvError> {
+        let dir = self.esp.join(ENTRIES_DIR);
+        let mut out = Vec::new();
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(io_err("listing", &dir)(e)),
+        };
+        for e in rd {
+            let e = e.map_err(io_err("listing", &dir))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(parsed) = EntryName::parse(&name) else {
+                continue;
+            };
+            // A torn or garbled entry is invisible to systemd-boot; mirror that.
+            let text = fs::read_to_string(e.path()).unwrap_or_default();
+            if entry_is_usable(&text) {
+                out.push((name, parsed));
+            }
+        }
+        out.sort_by(|a, b| b.1.generation.cmp(&a.1.generation).then(a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    fn entry_of(&self, slot: SlotId) -> Result<Option<(String, EntryName)>, BootEnvError> {
+        Ok(self.entries()?.into_iter().find(|(_, e)| e.slot == slot))
+    }
+
+    fn entries_dir(&self) -> PathBuf {
+        self.esp.join(ENTRIES_DIR)
+    }
+
+    fn rename_entry(&self, from: &str, to: &EntryName) -> Result<(), BootEnvError> {
+        let dir = self.entries_dir();
+        let (src, dst) = (dir.join(from), dir.join(to.file_name()));
+        if src != dst {
+            fs::rename(&src, &dst).map_err(io_err("renaming", &src))?;
+            crate::io::sync_dir(&dir).map_err(io_err("syncing", &dir))?;
+        }
+        Ok(())
+    }
+
+    fn write_file(&self, rel: &str, src: &mut dyn Read) -> Result<(), BootEnvError> {
+        let dest = self.esp.join(rel);
+        let parent = dest.parent().unwrap_or(&self.esp).to_path_buf();
+        fs::create_dir_all(&parent).map_err(io_err("creating", &parent))?;
+        // A name systemd-boot never reads (entries must end in .conf).
+        let tmp = dest.with_extension("tmp");
+        {
+            let mut f = File::create(&tmp).map_err(io_err("creating", &tmp))?;
+            std::io::copy(src, &mut f).map_err(io_err("writing", &tmp))?;
+            f.flush().map_err(io_err("writing", &tmp))?;
+            f.sync_all().map_err(io_err("syncing", &tmp))?;
+        }
+        fs::rename(&tmp, &dest).map_err(io_err("renaming", &tmp))?;
+        crate::io::sync_dir(&parent).map_err(io_err("syncing", &parent))
+    }
+
+    /// Simulates what systemd-boot does at power-on (for tests of the state
+    /// machine): picks the next entry and counts the attempt. Returns the
+    /// slot that boots.
+    pub fn simulate_firmware_boot(&self) -> Result<Option<SlotId>, BootEnvError> {
+        let snap = self.snapshot()?;
+        let Some(slot) = snap.next_boot() else {
+            return Ok(None);
+        };
+        if let Some((file, mut e)) = self.entry_of(slot)? {
+            if let Some((left, done)) = e.counter {
+                if left > 0 {
+                    e.counter = Some((left - 1, done + 1));
+                    self.rename_entry(&file, &e)?;
+                }
+            }
+        }
+        Ok(Some(slot))
+    }
+}
+
+impl BootFlow for SystemdBoot {
+    fn name(&self) -> &'static str {
+        "systemd-boot"
+    }
+
+    fn snapshot(&self) -> Result<BootSnapshot, BootEnvError> {
+        let entries = self.entries()?;
+        let state = |slot: SlotId| {
+            entries
+                .iter()
+                .find(|(_, e)| e.slot == slot)
+                .map(|(_, e)| e.state())
+                .unwrap_or(SlotBootState::Unbootable)
+        };
+        Ok(BootSnapshot {
+            a: state(SlotId::A),
+            b: state(SlotId::B),
+        })
+    }
+
+    fn disable(&mut self, slot: SlotId) -> Result<(), BootEnvError> {
+        let dir = self.entries_dir();
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err("listing", &dir)(e)),
+        };
+        let mut removed = false;
+        for e in rd {
+            let e = e.map_err(io_err("listing", &dir))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            // Also removes torn entries of this slot.
+            if EntryName::parse(&name).is_some_and(|p| p.slot == slot) {
+                fs::remove_file(e.path()).map_err(io_err("removing", &e.path()))?;
+                removed = true;
+            }
+        }
+        if removed {
+            crate::io::sync_dir(&dir).map_err(io_err("syncing", &dir))?;
+        }
+        Ok(())
+    }
+
+    fn install_boot_file(
+        &mut self,
+        slot: SlotId,
+        file: BootFile,
+        src: &mut dyn Read,
+    ) -> Result<(), BootEnvError> {
+        let state = self.snapshot()?.get(slot);
+        if state != SlotBootState::Unbootable {
+            return Err(BootEnvError::Transition {
+                slot,
+                action: "install a boot file",
+                state: state.word(),
+            });
+        }
+        self.write_file(&boot_file_path(slot, file), src)
+    }
+
+    fn read_boot_file(&self, slot: SlotId, file: BootFile) -> Result<Box<dyn Read>, BootEnvError> {
+        let p = self.esp.join(boot_file_path(slot, file));
+        Ok(Box::new(File::open(&p).map_err(io_err("opening", &p))?))
+    }
+
+    fn try_next(
+        &mut self,
+        slot: SlotId,
+        tries: u32,
+        entry: &EntrySpec,
+    ) -> Result<(), BootEnvError> {
+        let snap = self.snapshot()?;
+        if snap.get(slot) != SlotBootState::Unbootable {
+            return Err(BootEnvError::Transition {
+                slot,
+                action: "start a trial",
+                state: snap.get(slot).word(),
+            });
+        }
+        let name = EntryName {
+            generation: snap.max_generation() + 1,
+            slot,
+            counter: Some((tries.max(1), 0)),
+        };
+        let text = entry_text(entry, slot);
+        self.write_file(
+            &format!("{ENTRIES_DIR}/{}", name.file_name()),
+            &mut text.as_bytes(),
+        )
+    }
+
+    fn mark_good(&mut self, slot: SlotId) -> Result<(), BootEnvError> {
+        let Some((file, mut e)) = self.entry_of(slot)? else {
+            return Err(BootEnvError::Transition {
+                slot,
+                action: "commit",
+                state: "unbootable",
+            });
+        };
+        if let SlotBootState::Bad { .. } = e.state() {
+            return Err(BootEnvError::Transition {
+                slot,
+                action: "commit",
+                state: "bad",
+            });
+        }
+        e.counter = None;
+        self.rename_entry(&file, &e)
+    }
+
+    fn mark_bad(&mut self, slot: SlotId) -> Result<(), BootEnvError> {
+        let Some((file, mut e)) = self.entry_of(slot)? else {
+            return Ok(());
+        };
+        let done = e.counter.map(|c| c.1).unwrap_or(0);
+        e.counter = Some((0, done.max(1)));
+        self.rename_entry(&file, &e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> EntrySpec {
+        EntrySpec {
+            title: "slate test".into(),
+            version: "2.0.0".into(),
+            options: "console=ttyS0".into(),
+        }
+    }
+
+    fn committed_a(dir: &Path) -> SystemdBoot {
+        let sd = SystemdBoot::new(dir);
+        let a = EntryName {
+            generation: 1,
+            slot: SlotId::A,
+            counter: None,
+        };
+        fs::create_dir_all(dir.join(ENTRIES_DIR)).unwrap();
+        fs::write(
+            dir.join(ENTRIES_DIR).join(a.file_name()),
+            entry_text(&spec(), SlotId::A),
+        )
+        .unwrap();
+        sd
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for n in [
+            "slate-00000002-b+3-0.conf",
+            "slate-00000001-a.conf",
+            "slate-00000009-a+0-3.conf",
+        ] {
+            assert_eq!(EntryName::parse(n).unwrap().file_name(), n);
+        }
+        for bad in [
+            "slate-1-a.conf",
+            "slate-00000001-c.conf",
+            "other.conf",
+            "slate-00000001-a.conf.tmp",
+        ] {
+            assert!(EntryName::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn trial_then_commit() {
+        let d = tempfile::tempdir().unwrap();
+        let mut sd = committed_a(d.path());
+        sd.disable(SlotId::B).unwrap();
+        sd.install_boot_file(SlotId::B, BootFile::Kernel, &mut &b"kernel"[..])
+            .unwrap();
+        sd.install_boot_file(SlotId::B, BootFile::Initrd, &mut &b"initrd"[..])
+            .unwrap();
+        sd.try_next(SlotId::B, 2, &spec()).unwrap();
+        assert_eq!(sd.simulate_firmware_boot().unwrap(), Some(SlotId::B));
+        let s = sd.snapshot().unwrap();
+        assert_eq!(
+            s.b,
+            SlotBootState::Trying {
+                generation: 2,
+                tries_left: 1,
+                tries_done: 1
+            }
+        );
+        sd.mark_good(SlotId::B).unwrap();
+        let s = sd.snapshot().unwrap();
+        assert_eq!(s.committed(), Some(SlotId::B));
+        assert_eq!(sd.simulate_firmware_boot().unwrap(), Some(SlotId::B));
+        assert_eq!(
+            fs::read(d.path().join("slate/b/vmlinuz")).unwrap(),
+            b"kernel"
+        );
+    }
+
+    #[test]
+    fn tries_run_out_and_fall_back() {
+        let d = tempfile::tempdir().unwrap();
+        let mut sd = committed_a(d.path());
+        sd.try_next(SlotId::B, 2, &spec()).unwrap();
+        // Two attempts that never reach the agent (panic, hang).
+        assert_eq!(sd.simulate_firmware_boot().unwrap(), Some(SlotId::B));
+        assert_eq!(sd.simulate_firmware_boot().unwrap(), Some(SlotId::B));
+        assert_eq!(sd.simulate_firmware_boot().unwrap(), Some(SlotId::A));
+        assert!(matches!(
+            sd.snapshot().unwrap().b,
+            SlotBootState::Bad { tries_done: 2, .. }
+        ));
+        assert!(sd.mark_good(SlotId::B).is_err());
+    }
+
+    #[test]
+    fn mark_bad_falls_back_now() {
+        let d = tempfile::tempdir().unwrap();
+        let mut sd = committed_a(d.path());
+        sd.try_next(SlotId::B, 3, &spec()).unwrap();
+        assert_eq!(sd.simulate_firmware_boot().unwrap(), Some(SlotId::B));
+        sd.mark_bad(SlotId::B).unwrap();
+        assert_eq!(sd.simulate_firmware_boot().unwrap(), Some(SlotId::A));
+    }
+
+    #[test]
+    fn torn_entry_is_ignored_and_kernel_needs_disabled_slot() {
+        let d = tempfile::tempdir().unwrap();
+        let mut sd = committed_a(d.path());
+        fs::write(
+            d.path().join(ENTRIES_DIR).join("slate-00000005-b+3-0.conf"),
+            "title x\nlin",
+        )
+        .unwrap();
+        assert_eq!(sd.snapshot().unwrap().b, SlotBootState::Unbootable);
+        assert_eq!(sd.simulate_firmware_boot().unwrap(), Some(SlotId::A));
+        let e = sd
+            .install_boot_file(SlotId::A, BootFile::Kernel, &mut &b""[..])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("slot A: cannot install a boot file while it is good"),
+            "{e}"
+        );
+        sd.disable(SlotId::B).unwrap();
+        assert_eq!(fs::read_dir(d.path().join(ENTRIES_DIR)).unwrap().count(), 1);
+    }
+}

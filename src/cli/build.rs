@@ -1,0 +1,66 @@
+//! `slate build <RECIPE>`: compose a bootable A/B disk image.
+
+use crate::compose::build::{BuildOptions, build};
+use anyhow::{Context, Result};
+use clap::Args;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+/// Arguments of `slate build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The recipe (TOML), e.g. recipes/minimal.toml.
+    pub recipe: PathBuf,
+    /// Output directory [default: out/<image name>].
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+    /// Resolve packages again and rewrite the lock file beside the recipe.
+    #[arg(long)]
+    pub update_lock: bool,
+}
+
+/// Runs `slate build`.
+pub fn run(args: BuildArgs) -> Result<()> {
+    let agent = std::env::current_exe().context("locating the slate executable to embed")?;
+    let opts = BuildOptions {
+        recipe: args.recipe.clone(),
+        out_dir: args.out_dir,
+        update_lock: args.update_lock,
+        cache: crate::packages::cache_dir(),
+        agent,
+    };
+    let tty = std::io::stderr().is_terminal();
+    let status = |msg: &str| {
+        if tty {
+            eprintln!("\x1b[1m==>\x1b[0m {msg}");
+        } else {
+            eprintln!("slate: {msg}");
+        }
+    };
+    let out = build(&opts, &status)?;
+    let m = &out.manifest;
+    let mib = |n: u64| n as f64 / (1 << 20) as f64;
+    eprintln!(
+        "slate: built {} {} in {}",
+        m.name,
+        m.version,
+        out.dir.display()
+    );
+    if let Some(d) = &m.disk {
+        eprintln!(
+            "  {:<12} {:>8.1} MiB  sha256 {}",
+            d.file,
+            mib(d.size),
+            d.sha256
+        );
+    }
+    for a in &m.artifacts {
+        eprintln!(
+            "  {:<12} {:>8.1} MiB  sha256 {}",
+            a.file,
+            mib(a.size),
+            a.sha256
+        );
+    }
+    Ok(())
+}

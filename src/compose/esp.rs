@@ -1,0 +1,84 @@
+//! The EFI system partition tree: systemd-boot, its configuration, one entry
+//! per slot, and each slot's kernel and initrd.
+
+use super::ComposeError;
+use crate::boot_env::systemd_boot::{self, EntryName};
+use crate::boot_env::{EntrySpec, SlotId};
+use crate::tree::{FileData, Metadata, Node, NodeKind, Timestamp, Tree};
+use std::path::Path;
+
+/// A host file to place on the ESP.
+#[derive(Debug, Clone)]
+pub struct HostFile<'a> {
+    /// Path on the build host.
+    pub path: &'a Path,
+    /// Its size.
+    pub size: u64,
+}
+
+/// What goes on the ESP.
+#[derive(Debug, Clone)]
+pub struct EspInputs<'a> {
+    /// systemd-bootx64.efi.
+    pub loader: HostFile<'a>,
+    /// The kernel.
+    pub kernel: HostFile<'a>,
+    /// The initrd.
+    pub initrd: HostFile<'a>,
+    /// The entry of each slot (A committed and primary, B committed as fallback).
+    pub entries: [(SlotId, EntrySpec); 2],
+    /// Timestamp of every file.
+    pub mtime: i64,
+}
+
+/// Builds the ESP tree for a fresh disk: both slots bootable, A first.
+pub fn esp_tree(inputs: &EspInputs<'_>) -> Result<Tree, ComposeError> {
+    let meta = |mode| Metadata {
+        mtime: Timestamp::from_secs(inputs.mtime),
+        ..Metadata::root(mode)
+    };
+    let mut t = Tree::new(meta(0o755));
+    let host = |f: &HostFile<'_>| Node {
+        kind: NodeKind::File(FileData::host(f.path, f.size)),
+        meta: meta(0o644),
+    };
+    let bytes = |s: String| Node {
+        kind: NodeKind::File(FileData::from_bytes(s.into_bytes())),
+        meta: meta(0o644),
+    };
+    let d = meta(0o755);
+    t.put(
+        systemd_boot::LOADER_PATH.as_bytes(),
+        host(&inputs.loader),
+        &d,
+    )?;
+    t.put(
+        b"loader/loader.conf",
+        bytes(systemd_boot::loader_conf().into()),
+        &d,
+    )?;
+    for (slot, spec) in &inputs.entries {
+        t.put(
+            systemd_boot::kernel_path(*slot).as_bytes(),
+            host(&inputs.kernel),
+            &d,
+        )?;
+        t.put(
+            systemd_boot::initrd_path(*slot).as_bytes(),
+            host(&inputs.initrd),
+            &d,
+        )?;
+        let name = EntryName {
+            // A boots first; B is the committed fallback.
+            generation: if *slot == SlotId::A { 1 } else { 0 },
+            slot: *slot,
+            counter: None,
+        };
+        t.put(
+            format!("{}/{}", systemd_boot::ENTRIES_DIR, name.file_name()).as_bytes(),
+            bytes(systemd_boot::entry_text(spec, *slot)),
+            &d,
+        )?;
+    }
+    Ok(t)
+}

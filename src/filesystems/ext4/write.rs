@@ -1,0 +1,495 @@
+//! The streaming write, in three ascending passes:
+//!
+//! 1. file contents, read from their sources in inode order (and hashed
+//!    when the UUID is to be derived from them);
+//! 2. the journal superblock, attribute blocks, directories, long symlinks
+//!    and extent tree blocks;
+//! 3. the superblock, group descriptors, bitmaps, inode tables and the
+//!    backup superblocks.
+//!
+//! Everything checksummed depends on the UUID, which is why file data,
+//! the only part that does not, goes first.
+
+use super::block_writer::BlockWriter;
+use super::dir::{DirLayout, write_empty};
+use super::extent::{self, Placement};
+use super::geometry::{BLOCK_SIZE, Geometry, INODE_SIZE, INODES_PER_BLOCK, has_super};
+use super::inode::{EXTRA_ISIZE, FLAG_EXTENTS, FLAG_INDEX, InodeFields, device_block};
+use super::plan::{FAST_SYMLINK_MAX, InodeSource, JOURNAL_INO, LOST_FOUND_BLOCKS, ROOT_INO};
+use super::superblock::{self, GroupDesc, Superblock, bg_flags};
+use super::{Ext4Error, Ext4Plan, Ext4Summary, checksum, dirhash, journal, xattr};
+use crate::progress::Progress;
+use crate::reproducible::derived_uuid;
+use crate::tree::{DataSource, NodeKind, Timestamp};
+use crate::units::Bytes;
+use sha2::{Digest, Sha256};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+const BS: usize = BLOCK_SIZE as usize;
+/// Blocks read from a source file per request.
+const READ_CHUNK_BLOCKS: u64 = 256;
+
+fn werr(e: io::Error) -> Ext4Error {
+    Ext4Error::Write(e)
+}
+
+/// Where one file's bytes come from during the write.
+enum Source<'a> {
+    File(std::fs::File, &'a Path),
+    Bytes(&'a [u8]),
+}
+
+impl<'a> Source<'a> {
+    fn open(src: &'a DataSource) -> Result<Self, Ext4Error> {
+        match src {
+            DataSource::Host(path) => std::fs::File::open(path)
+                .map(|f| Source::File(f, path))
+                .map_err(|source| Ext4Error::Read {
+                    path: path.clone(),
+                    source,
+                }),
+            DataSource::Bytes(b) => Ok(Source::Bytes(b)),
+        }
+    }
+
+    /// Fills `buf` from byte `offset`, or says the source is shorter than planned.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), ReadFail> {
+        match self {
+            Source::File(f, _) => f.read_exact_at(buf, offset).map_err(|e| {
+                if e.kind() == io::ErrorKind::UnexpectedEof {
+                    ReadFail::Short
+                } else {
+                    ReadFail::Io(e)
+                }
+            }),
+            Source::Bytes(b) => {
+                let start = usize::try_from(offset).map_err(|_| ReadFail::Short)?;
+                let src = b.get(start..start + buf.len()).ok_or(ReadFail::Short)?;
+                buf.copy_from_slice(src);
+                Ok(())
+            }
+        }
+    }
+}
+
+enum ReadFail {
+    Short,
+    Io(io::Error),
+}
+
+/// Writes `plan` into `out` (a zero-filled region of at least `plan.size()` bytes).
+pub(crate) fn write<W: Write + Seek>(
+    plan: &Ext4Plan<'_>,
+    mut out: W,
+    progress: &Progress,
+) -> Result<Ext4Summary, Ext4Error> {
+    let have = out.seek(SeekFrom::End(0)).map_err(werr)?;
+    if have < plan.size {
+        return Err(Ext4Error::RegionTooSmall {
+            have,
+            need: plan.size,
+        });
+    }
+    let mut w = BlockWriter::new(out);
+    let d = &plan.demand;
+    let l = &plan.layout;
+
+    // Pass 1: file contents.
+    let mut digest = plan.opts.uuid.is_none().then(|| {
+        let mut h = Sha256::new();
+        h.update(b"slate ext4 uuid");
+        h.update((plan.opts.label.len() as u64).to_le_bytes());
+        h.update(plan.opts.label.as_bytes());
+        h.update(d.metadata_digest);
+        h
+    });
+    for (ino, f) in d.files() {
+        let p = &l.placements[ino as usize - 1];
+        if p.extents().is_empty() {
+            continue;
+        }
+        let src = Source::open(&f.source)?;
+        for e in p.extents() {
+            let mut done = 0u64;
+            while done < u64::from(e.len) {
+                let n = (u64::from(e.len) - done).min(READ_CHUNK_BLOCKS);
+                let offset = (u64::from(e.logical) + done) * BLOCK_SIZE;
+                let want = (f.size - offset).min(n * BLOCK_SIZE) as usize;
+                let buf = w.slot(e.physical + done, n as usize).map_err(werr)?;
+                src.read_at(&mut buf[..want], offset).map_err(|fail| {
+                    let path = match &src {
+                        Source::File(_, p) => p.to_path_buf(),
+                        Source::Bytes(_) => format!("<generated file {}>", ino).into(),
+                    };
+                    match fail {
+                        ReadFail::Short => Ext4Error::SourceChanged { path },
+                        ReadFail::Io(source) => Ext4Error::Read { path, source },
+                    }
+                })?;
+                if let Some(h) = &mut digest {
+                    h.update(ino.to_le_bytes());
+                    h.update(offset.to_le_bytes());
+                    h.update(&buf[..want]);
+                }
+                progress.inc(want as u64);
+                done += n;
+            }
+        }
+    }
+    let uuid = match (plan.opts.uuid, digest) {
+        (Some(u), _) => u,
+        (None, Some(h)) => derived_uuid(&[&h.finalize()]),
+        (None, None) => unreachable!("digest exists when no UUID is given"),
+    };
+    let fs_seed = checksum::fs_seed(&uuid);
+
+    // Pass 2: metadata blocks in the data area.
+    let put = |w: &mut BlockWriter<W>, n: u64, b: &[u8]| w.put(n, b).map_err(werr);
+    if l.journal_blocks > 0 {
+        let p = &l.placements[JOURNAL_INO as usize - 1];
+        let first = p.physical(0).unwrap_or_default();
+        put(
+            &mut w,
+            first,
+            &journal::superblock(l.journal_blocks as u32, &uuid),
+        )?;
+        let seed = checksum::inode_seed(fs_seed, JOURNAL_INO, 0);
+        extent::tree_blocks(p, seed, |n, b| put(&mut w, n, b))?;
+    }
+    let hash_seed = dirhash::seed_words(&d.hash_seed);
+    for ino in std::iter::once(ROOT_INO).chain(super::plan::LOST_FOUND_INO..=d.max_ino()) {
+        let i = ino as usize - 1;
+        let p = &l.placements[i];
+        let seed = checksum::inode_seed(fs_seed, ino, 0);
+        let xref = d.xattr_ref[i];
+        if xref != 0 && d.xattr_blocks[xref as usize - 1].owner == ino {
+            let info = d.xattr_blocks[xref as usize - 1];
+            let nr = l.xattr_block_nr[xref as usize - 1];
+            let InodeSource::Node(id) = d.source(ino) else {
+                unreachable!("only tree nodes have attributes")
+            };
+            let mut block = xattr::layout(&d.tree.node(id).meta.xattrs)
+                .ok()
+                .and_then(|x| x.block)
+                .unwrap_or_else(|| unreachable!("validated while planning"));
+            let rc = xattr::BLOCK_REFCOUNT_OFFSET;
+            block[rc..rc + 4].copy_from_slice(&info.refcount.to_le_bytes());
+            let csum = checksum::xattr_block(fs_seed, nr, &block);
+            let co = xattr::BLOCK_CSUM_OFFSET;
+            block[co..co + 4].copy_from_slice(&csum.to_le_bytes());
+            put(&mut w, nr, &block)?;
+        }
+        let mut logical = 0u32;
+        let mut emit = |b: &[u8]| {
+            let n = p
+                .physical(logical)
+                .unwrap_or_else(|| unreachable!("planned"));
+            logical += 1;
+            put(&mut w, n, b)
+        };
+        match d.source(ino) {
+            InodeSource::LostFound => {
+                write_empty(LOST_FOUND_BLOCKS, ino, d.parent[i], seed, &mut emit)?;
+            }
+            InodeSource::Node(id) => match &d.tree.node(id).kind {
+                NodeKind::Directory(_) => {
+                    let entries = d.dir_entries(ino);
+                    let layout = DirLayout::new(&entries, &hash_seed)
+                        .unwrap_or_else(|_| unreachable!("validated while planning"));
+                    layout.write(&entries, ino, d.parent[i], seed, &mut emit)?;
+                }
+                NodeKind::Symlink(t) if t.len() > FAST_SYMLINK_MAX => {
+                    let mut b = vec![0u8; BS];
+                    b[..t.len()].copy_from_slice(t);
+                    emit(&b)?;
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+        extent::tree_blocks(p, seed, |n, b| put(&mut w, n, b))?;
+    }
+    for (ino, _) in d.files() {
+        let p = &l.placements[ino as usize - 1];
+        let seed = checksum::inode_seed(fs_seed, ino, 0);
+        extent::tree_blocks(p, seed, |n, b| put(&mut w, n, b))?;
+    }
+
+    // Pass 3: group metadata.
+    let geo = &l.geo;
+    let groups = geo.group_count();
+    let ipg = geo.inodes_per_group;
+    let max_ino = d.max_ino();
+    let used_inodes = |g: u32| max_ino.saturating_sub(g * ipg).min(ipg);
+    let mut dirs = vec![0u32; groups as usize];
+    for ino in 1..=max_ino {
+        if is_dir(plan, ino) {
+            dirs[((ino - 1) / ipg) as usize] += 1;
+        }
+    }
+    let mut bitmap = vec![0u8; BS];
+    let mut descs = Vec::with_capacity(groups as usize);
+    let (mut free_blocks, mut free_inodes) = (0u64, 0u64);
+    for g in 0..groups {
+        let used = block_bitmap(geo, l.alloc_end, g, &mut bitmap);
+        let group_len = geo.group_range(g).end - geo.group_range(g).start;
+        let block_bitmap_csum =
+            checksum::bitmap(fs_seed, &bitmap[..(geo.blocks_per_group / 8) as usize]);
+        let iused = used_inodes(g);
+        inode_bitmap(iused, ipg, &mut bitmap);
+        let inode_bitmap_csum = checksum::bitmap(fs_seed, &bitmap[..(ipg / 8) as usize]);
+        let mut flags = bg_flags::ITABLE_ZEROED;
+        if iused == 0 {
+            flags |= bg_flags::INODE_UNINIT;
+        }
+        let gl = geo.groups[g as usize];
+        descs.push(GroupDesc {
+            block_bitmap: gl.block_bitmap,
+            inode_bitmap: gl.inode_bitmap,
+            inode_table: gl.inode_table,
+            free_blocks: (group_len - used) as u32,
+            free_inodes: ipg - iused,
+            used_dirs: dirs[g as usize],
+            flags,
+            itable_unused: ipg - iused,
+            block_bitmap_csum,
+            inode_bitmap_csum,
+        });
+        free_blocks += group_len - used;
+        free_inodes += u64::from(ipg - iused);
+    }
+    let mut gdt = vec![0u8; (geo.gdt_blocks * BLOCK_SIZE) as usize];
+    for (g, desc) in descs.iter().enumerate() {
+        desc.encode(fs_seed, g as u32, &mut gdt[g * 64..g * 64 + 64]);
+    }
+    let journal_inode = (l.journal_blocks > 0).then(|| {
+        let p = &l.placements[JOURNAL_INO as usize - 1];
+        (extent::inode_root(p), l.journal_blocks * BLOCK_SIZE)
+    });
+    let mut label = [0u8; 16];
+    label[..plan.opts.label.len()].copy_from_slice(plan.opts.label.as_bytes());
+    let sb = Superblock {
+        inodes_count: geo.inodes_count() as u32,
+        blocks_count: geo.blocks_count,
+        r_blocks_count: geo.blocks_count * u64::from(plan.opts.reserved_percent) / 100,
+        free_blocks,
+        free_inodes: free_inodes as u32,
+        blocks_per_group: geo.blocks_per_group as u32,
+        inodes_per_group: ipg,
+        time: plan.timestamp(),
+        uuid,
+        label,
+        hash_seed: d.hash_seed,
+        journal: journal_inode,
+    };
+
+    let mut block = vec![0u8; BS];
+    let off = superblock::OFFSET as usize;
+    block[off..off + superblock::LEN].copy_from_slice(&sb.encode(0));
+    put(&mut w, 0, &block)?;
+    put(&mut w, 1, &gdt)?;
+    for g in 0..groups {
+        block_bitmap(geo, l.alloc_end, g, &mut bitmap);
+        put(&mut w, geo.groups[g as usize].block_bitmap, &bitmap)?;
+    }
+    for g in 0..groups {
+        let iused = used_inodes(g);
+        if iused > 0 {
+            inode_bitmap(iused, ipg, &mut bitmap);
+            put(&mut w, geo.groups[g as usize].inode_bitmap, &bitmap)?;
+        }
+    }
+    for g in 0..groups {
+        let iused = used_inodes(g);
+        let table = geo.groups[g as usize].inode_table;
+        for k in 0..iused.div_ceil(INODES_PER_BLOCK) {
+            let slot = w.slot(table + u64::from(k), 1).map_err(werr)?;
+            for j in 0..INODES_PER_BLOCK {
+                let ino = g * ipg + k * INODES_PER_BLOCK + j + 1;
+                if ino > max_ino {
+                    break;
+                }
+                let at = (j as u64 * INODE_SIZE) as usize;
+                inode_fields(plan, ino).encode(
+                    fs_seed,
+                    ino,
+                    &mut slot[at..at + INODE_SIZE as usize],
+                );
+            }
+        }
+    }
+    for g in 1..groups {
+        if has_super(u64::from(g)) {
+            let start = geo.group_range(g).start;
+            block.fill(0);
+            block[..superblock::LEN].copy_from_slice(&sb.encode(g));
+            put(&mut w, start, &block)?;
+            put(&mut w, start + 1, &gdt)?;
+        }
+    }
+    let written = w.finish().map_err(werr)?;
+    Ok(Ext4Summary {
+        size: Bytes(plan.size),
+        uuid,
+        blocks: geo.blocks_count,
+        free_blocks,
+        inodes: geo.inodes_count(),
+        free_inodes,
+        journal_blocks: l.journal_blocks,
+        bytes_written: written,
+    })
+}
+
+fn is_dir(plan: &Ext4Plan<'_>, ino: u32) -> bool {
+    match plan.demand.source(ino) {
+        InodeSource::LostFound => true,
+        InodeSource::Node(id) => matches!(plan.demand.tree.node(id).kind, NodeKind::Directory(_)),
+        _ => false,
+    }
+}
+
+/// Sets bits `[from, to)`.
+fn set_bits(bits: &mut [u8], from: u64, to: u64) {
+    let (mut from, to) = (from as usize, (to as usize).min(bits.len() * 8));
+    while from < to && from % 8 != 0 {
+        bits[from / 8] |= 1 << (from % 8);
+        from += 1;
+    }
+    let whole = (to - from.min(to)) / 8;
+    if from < to {
+        bits[from / 8..from / 8 + whole].fill(0xFF);
+        from += whole * 8;
+    }
+    while from < to {
+        bits[from / 8] |= 1 << (from % 8);
+        from += 1;
+    }
+}
+
+/// Group `g`'s block bitmap: reserved metadata plus every block below the
+/// allocation end, with the bits past the group's end set. Returns the
+/// number of blocks in use within the group.
+fn block_bitmap(geo: &Geometry, alloc_end: u64, g: u32, bits: &mut [u8]) -> u64 {
+    bits.fill(0);
+    let r = geo.group_range(g);
+    set_bits(bits, 0, alloc_end.min(r.end).saturating_sub(r.start));
+    let first = geo.reserved.partition_point(|x| x.end <= r.start);
+    for x in geo.reserved[first..].iter().take_while(|x| x.start < r.end) {
+        set_bits(
+            bits,
+            x.start.max(r.start) - r.start,
+            x.end.min(r.end) - r.start,
+        );
+    }
+    let used = bits.iter().map(|b| u64::from(b.count_ones())).sum();
+    set_bits(bits, r.end - r.start, BLOCK_SIZE * 8);
+    used
+}
+
+/// An inode bitmap with the first `used` inodes in use and the padding
+/// past `ipg` set.
+fn inode_bitmap(used: u32, ipg: u32, bits: &mut [u8]) {
+    bits.fill(0);
+    set_bits(bits, 0, u64::from(used));
+    set_bits(bits, u64::from(ipg), BLOCK_SIZE * 8);
+}
+
+/// The fields of inode `ino`.
+fn inode_fields(plan: &Ext4Plan<'_>, ino: u32) -> InodeFields {
+    let d = &plan.demand;
+    let l = &plan.layout;
+    let i = ino as usize - 1;
+    let p = &l.placements[i];
+    let sb_time = Timestamp::from_secs(plan.timestamp());
+    let mut f = InodeFields {
+        mode: 0,
+        uid: 0,
+        gid: 0,
+        size: 0,
+        time: Timestamp::default(),
+        links: 0,
+        sectors: 0,
+        flags: 0,
+        i_block: [0; 60],
+        file_acl: 0,
+        xattrs: None,
+        extra_isize: 0,
+    };
+    match d.source(ino) {
+        InodeSource::Reserved => {
+            // mke2fs stamps the bad-blocks inode with the creation time.
+            if ino == 1 {
+                f.time = sb_time;
+            }
+        }
+        InodeSource::Journal => {
+            f.mode = 0o100600;
+            f.size = l.journal_blocks * BLOCK_SIZE;
+            f.links = 1;
+            f.time = sb_time;
+            extent_fields(&mut f, p);
+        }
+        InodeSource::LostFound => {
+            f.mode = 0o040700;
+            f.size = LOST_FOUND_BLOCKS * BLOCK_SIZE;
+            f.links = d.links[i];
+            f.time = sb_time;
+            extent_fields(&mut f, p);
+        }
+        InodeSource::Node(id) => {
+            let node = d.tree.node(id);
+            let m = &node.meta;
+            f.mode = node.st_mode() as u16;
+            f.uid = m.uid;
+            f.gid = m.gid;
+            f.time = m.mtime;
+            f.links = d.links[i];
+            f.extra_isize = EXTRA_ISIZE;
+            match &node.kind {
+                NodeKind::Directory(_) => {
+                    f.size = u64::from(d.dir_blocks[i]) * BLOCK_SIZE;
+                    extent_fields(&mut f, p);
+                    if d.dir_blocks[i] > 1 {
+                        f.flags |= FLAG_INDEX;
+                    }
+                }
+                NodeKind::File(data) => {
+                    f.size = data.size;
+                    extent_fields(&mut f, p);
+                }
+                NodeKind::Symlink(t) => {
+                    f.size = t.len() as u64;
+                    if t.len() > FAST_SYMLINK_MAX {
+                        extent_fields(&mut f, p);
+                    } else {
+                        f.i_block[..t.len()].copy_from_slice(t);
+                    }
+                }
+                NodeKind::CharDevice(dev) | NodeKind::BlockDevice(dev) => {
+                    f.i_block = device_block(*dev);
+                }
+                NodeKind::Fifo | NodeKind::Socket => {}
+            }
+            if let Ok(x) = xattr::layout(&m.xattrs) {
+                f.xattrs = x.in_inode;
+            }
+            let xref = d.xattr_ref[i];
+            if xref != 0 {
+                f.file_acl = l.xattr_block_nr[xref as usize - 1];
+                f.sectors += BLOCK_SIZE / 512;
+            }
+        }
+    }
+    if ino == ROOT_INO || !matches!(d.source(ino), InodeSource::Reserved) {
+        f.extra_isize = EXTRA_ISIZE;
+    }
+    f
+}
+
+fn extent_fields(f: &mut InodeFields, p: &Placement) {
+    f.flags |= FLAG_EXTENTS;
+    f.i_block = extent::inode_root(p);
+    f.sectors += p.total_blocks() * (BLOCK_SIZE / 512);
+}

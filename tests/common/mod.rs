@@ -1,0 +1,110 @@
+//! Helpers shared by the integration tests: tools on PATH, skipping, running slate.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Whether `tool` is an executable on PATH (or in /sbin, /usr/sbin).
+pub fn have(tool: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/sbin", "/usr/sbin"].map(PathBuf::from))
+        .any(|d| d.join(tool).is_file())
+}
+
+/// Prints why a test is skipped and returns true if any tool is missing.
+pub fn skip_without(test: &str, tools: &[&str]) -> bool {
+    let missing: Vec<&str> = tools.iter().copied().filter(|t| !have(t)).collect();
+    if missing.is_empty() {
+        return false;
+    }
+    eprintln!("SKIP {test}: missing {}", missing.join(", "));
+    true
+}
+
+/// Whether the tests run as root (loop devices, mounts, mknod).
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// A command with a fixed, tool-friendly environment (LC_ALL=C, TZ=UTC).
+pub fn cmd(program: &str) -> Command {
+    let mut c = Command::new(program);
+    c.env("LC_ALL", "C")
+        .env("TZ", "UTC")
+        .env("MTOOLS_SKIP_CHECK", "1");
+    c
+}
+
+/// The slate binary under test.
+pub fn slate() -> Command {
+    let mut c = cmd(env!("CARGO_BIN_EXE_slate"));
+    c.env_remove("SOURCE_DATE_EPOCH");
+    c
+}
+
+/// Runs `c`, panicking with its output unless it succeeds.
+pub fn run_ok(c: &mut Command) -> Output {
+    let out = c.output().unwrap_or_else(|e| panic!("running {c:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{c:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs `c` expecting failure; returns its stderr.
+pub fn run_fail(c: &mut Command) -> String {
+    let out = c.output().unwrap_or_else(|e| panic!("running {c:?}: {e}"));
+    assert!(!out.status.success(), "{c:?} unexpectedly succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Names in `dir` (to check that failed commands leave nothing behind).
+pub fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Sets the mtime of `p` (without following symlinks).
+pub fn set_mtime(p: &Path, secs: i64) {
+    use rustix::fs::{AtFlags, CWD, Timespec, Timestamps, utimensat};
+    let t = Timespec {
+        tv_sec: secs,
+        tv_nsec: 0,
+    };
+    utimensat(
+        CWD,
+        p,
+        &Timestamps {
+            last_access: t,
+            last_modification: t,
+        },
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+}
+
+/// Every path under `root` (relative, sorted), directories included.
+pub fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            out.push(p.strip_prefix(root).unwrap().to_path_buf());
+            if p.symlink_metadata().unwrap().is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}

@@ -1,0 +1,306 @@
+//! `slate build`: the disk it writes is valid by independent tools, builds
+//! are reproducible, and bad recipes fail cleanly (issue 4).
+
+mod images;
+
+use images::{Recipe, build, extract_partition, keygen, run_ok, sha256_range, sha256sum, slate};
+use std::path::Path;
+use std::process::Command;
+
+fn tool_ok(program: &str, args: &[&str], path: &Path) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .arg(path)
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .output()
+        .unwrap_or_else(|e| panic!("running {program}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{program} {args:?} {} failed:\n{text}",
+        path.display()
+    );
+    text
+}
+
+#[test]
+fn disk_is_valid_per_sgdisk_fsck_and_e2fsck() {
+    if !images::have_apt("disk_is_valid") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let (_, public) = keygen(d.path(), "k");
+    let out = build(d.path(), "img", &Recipe::counter("1.0.0", &public));
+    let disk = out.join("disk.img");
+
+    let v = tool_ok("sgdisk", &["-v"], &disk);
+    assert!(v.contains("No problems found"), "{v}");
+    let p = tool_ok("sgdisk", &["-p"], &disk);
+    for name in ["esp", "root-a", "root-b", "data"] {
+        assert!(p.contains(name), "partition {name} missing:\n{p}");
+    }
+    let types = [
+        (1, "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"),
+        (2, "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"),
+        (3, "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"),
+        (4, "0FC63DAF-8483-4772-8E79-3D69D8477DE4"),
+    ];
+    for (n, ty) in types {
+        let info = tool_ok("sgdisk", &["-i", &n.to_string()], &disk);
+        assert!(info.contains(ty), "partition {n} type:\n{info}");
+    }
+
+    let esp = extract_partition(&disk, 1, &d.path().join("esp.img"));
+    tool_ok("fsck.fat", &["-n"], &esp);
+    let entries = tool_ok("mdir", &["-b", "-i"], &esp.with_extension("img"));
+    let _ = entries;
+    let listing = run_ok(
+        Command::new("mdir")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .args(["-b", "-i"])
+            .arg(&esp)
+            .arg("::/loader/entries"),
+    );
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(listing.contains("slate-00000001-a.conf"), "{listing}");
+    assert!(listing.contains("slate-00000000-b.conf"), "{listing}");
+    for f in [
+        "::/EFI/BOOT/BOOTX64.EFI",
+        "::/slate/a/vmlinuz",
+        "::/slate/b/initrd",
+    ] {
+        run_ok(
+            Command::new("mtype")
+                .env("MTOOLS_SKIP_CHECK", "1")
+                .arg("-i")
+                .arg(&esp)
+                .arg(f)
+                .stdout(std::process::Stdio::null()),
+        );
+    }
+    let kernel_on_esp = d.path().join("vmlinuz.esp");
+    run_ok(
+        Command::new("mcopy")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-i")
+            .arg(&esp)
+            .arg("::/slate/a/vmlinuz")
+            .arg(&kernel_on_esp),
+    );
+    assert_eq!(sha256sum(&kernel_on_esp), sha256sum(&out.join("vmlinuz")));
+
+    for (n, name) in [(2, "root-a"), (3, "root-b"), (4, "data")] {
+        let part = extract_partition(&disk, n, &d.path().join(format!("{name}.img")));
+        tool_ok("e2fsck", &["-fn"], &part);
+    }
+    // Both slots hold exactly the slot image.
+    let rootfs = out.join("rootfs.ext4");
+    let len = std::fs::metadata(&rootfs).unwrap().len();
+    let want = sha256sum(&rootfs);
+    for n in [2, 3] {
+        let (off, _) = images::partition_range(&disk, n);
+        assert_eq!(sha256_range(&disk, off, len), want, "slot {n}");
+    }
+    // The data partition has a journal; the slots do not need one.
+    let data = d.path().join("data.img");
+    let features = tool_ok("dumpe2fs", &["-h"], &data);
+    assert!(features.contains("has_journal"), "{features}");
+
+    // The manifest's digests are right (checked by coreutils).
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    for a in manifest["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain([&manifest["disk"]])
+    {
+        let file = out.join(a["file"].as_str().unwrap());
+        assert_eq!(
+            a["sha256"].as_str().unwrap(),
+            sha256sum(&file),
+            "{}",
+            file.display()
+        );
+    }
+
+    // What init needs is in the root filesystem (read by debugfs).
+    let ls = run_ok(
+        Command::new("debugfs")
+            .arg("-R")
+            .arg("stat /usr/bin/slate-agent")
+            .arg(&rootfs),
+    );
+    assert!(String::from_utf8_lossy(&ls.stdout).contains("Type: regular"));
+    let inittab = run_ok(
+        Command::new("debugfs")
+            .arg("-R")
+            .arg("cat /etc/inittab")
+            .arg(&rootfs),
+    );
+    let inittab = String::from_utf8_lossy(&inittab.stdout);
+    assert!(
+        inittab.contains("::once:/usr/bin/slate-agent boot"),
+        "{inittab}"
+    );
+    assert!(inittab.contains("::wait:/usr/bin/count-boots"), "{inittab}");
+    let init = run_ok(
+        Command::new("debugfs")
+            .arg("-R")
+            .arg("stat /sbin/init")
+            .arg(&rootfs),
+    );
+    assert!(String::from_utf8_lossy(&init.stdout).contains("Fast link dest: \"/bin/busybox\""));
+
+    // The lock file pins what was used, and the next build uses it.
+    let lock = std::fs::read_to_string(d.path().join("img.lock")).unwrap();
+    assert!(lock.contains("name = \"busybox-static\""), "{lock}");
+    let again = run_ok(
+        slate()
+            .arg("build")
+            .arg(d.path().join("img.toml"))
+            .arg("--out-dir")
+            .arg(d.path().join("img")),
+    );
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !stderr.contains("resolving packages"),
+        "lock not used:\n{stderr}"
+    );
+    assert_eq!(
+        sha256sum(&out.join("disk.img")),
+        manifest["disk"]["sha256"].as_str().unwrap()
+    );
+}
+
+#[test]
+fn builds_are_reproducible_across_directories() {
+    if !images::have_apt("builds_are_reproducible") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let (_, public) = keygen(d.path(), "k");
+    let mut outs = Vec::new();
+    for sub in ["first/place", "second"] {
+        let dir = d.path().join(sub);
+        std::fs::create_dir_all(&dir).unwrap();
+        // Each build gets its own copy of the key, in a different place.
+        let key = dir.join("dev.pub");
+        std::fs::copy(&public, &key).unwrap();
+        outs.push(build(&dir, "img", &Recipe::counter("1.0.0", &key)));
+    }
+    for f in [
+        "disk.img",
+        "rootfs.ext4",
+        "vmlinuz",
+        "initrd.img",
+        "boot.json",
+        "manifest.json",
+    ] {
+        let (a, b) = (outs[0].join(f), outs[1].join(f));
+        let status = Command::new("cmp").arg(&a).arg(&b).status().unwrap();
+        assert!(status.success(), "{f} differs between builds");
+    }
+}
+
+/// Runs a build expected to fail; returns its stderr and checks that it is
+/// one line and that no output directory appeared.
+fn failing_build(dir: &Path, file: &str, text: &str) -> String {
+    let recipe = dir.join(format!("{file}.toml"));
+    std::fs::write(&recipe, text).unwrap();
+    let out_dir = dir.join(format!("{file}-out"));
+    let out = slate()
+        .arg("build")
+        .arg(&recipe)
+        .arg("--out-dir")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "build of {file} succeeded");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("slate: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "expected one error line:\n{stderr}");
+    assert!(!out_dir.exists(), "{file}: output left behind");
+    let leftovers: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "{file}: temp files left: {leftovers:?}"
+    );
+    errors[0].to_string()
+}
+
+#[test]
+fn bad_recipes_fail_with_one_line_naming_the_field() {
+    if !images::have_apt("bad_recipes") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let (_, public) = keygen(d.path(), "k");
+    let good = Recipe::counter("1.0.0", &public);
+
+    let no_kernel = good
+        .toml()
+        .replace("package = \"linux-image-cloud-amd64\"\n", "");
+    let e = failing_build(d.path(), "nokernel", &no_kernel);
+    assert!(
+        e.contains("nokernel.toml:") && e.contains("kernel: missing kernel"),
+        "{e}"
+    );
+
+    let unknown_pkg = good.toml().replace(
+        "packages = [\"busybox-static\"]",
+        "packages = [\"busybox-static\", \"no-such-package-slate\"]",
+    );
+    let e = failing_build(d.path(), "unknownpkg", &unknown_pkg);
+    assert!(
+        e.contains("unknownpkg.toml:")
+            && e.contains("rootfs.packages[1]")
+            && e.contains("no-such-package-slate"),
+        "{e}"
+    );
+
+    let small = Recipe {
+        slot: "8M".into(),
+        ..good.clone()
+    };
+    let e = failing_build(d.path(), "small", &small.toml());
+    assert!(e.contains("small.toml:") && e.contains("disk.slot"), "{e}");
+
+    let unknown_key = good.toml().replace("[disk]", "[disk]\nslots = 3");
+    let e = failing_build(d.path(), "unknownkey", &unknown_key);
+    assert!(
+        e.contains("unknownkey.toml:") && e.contains("unknown field `slots`"),
+        "{e}"
+    );
+
+    let missing_key = Recipe {
+        keys: vec![d.path().join("absent.pub")],
+        ..good.clone()
+    };
+    let e = failing_build(d.path(), "nokey", &missing_key.toml());
+    assert!(
+        e.contains("update.public_keys[0]") && e.contains("absent.pub"),
+        "{e}"
+    );
+
+    let bad_module = good
+        .toml()
+        .replace("\"virtio_blk\"]", "\"virtio_blk\", \"no_such_module\"]");
+    let e = failing_build(d.path(), "badmodule", &bad_module);
+    assert!(
+        e.contains("kernel.modules[2]") && e.contains("no_such_module"),
+        "{e}"
+    );
+}

@@ -1,0 +1,279 @@
+//! Building test images and bundles with the slate binary: recipes are
+//! generated per test (with keys generated at test time), packages come from
+//! a cache shared by all tests (`target/tmp/slate-cache`).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// SOURCE_DATE_EPOCH of every test build.
+pub const EPOCH: &str = "1700000000";
+
+/// The package cache shared by test builds (kept between runs).
+pub fn cache_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("slate-cache")
+}
+
+/// The slate binary with the test cache and a fixed epoch.
+pub fn slate() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_slate"));
+    c.env("LC_ALL", "C")
+        .env("TZ", "UTC")
+        .env("SLATE_CACHE_DIR", cache_dir())
+        .env("SOURCE_DATE_EPOCH", EPOCH);
+    c
+}
+
+/// Runs, panicking with the output on failure.
+pub fn run_ok(c: &mut Command) -> Output {
+    let out = c.output().unwrap_or_else(|e| panic!("running {c:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{c:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Whether QEMU and OVMF are installed (prints why not).
+pub fn have_qemu(test: &str) -> bool {
+    let ok = Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd").exists()
+        && Command::new("qemu-system-x86_64")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("SKIP {test}: qemu-system-x86_64 or OVMF is not installed");
+    }
+    ok
+}
+
+/// Whether a Debian mirror is reachable through apt (prints why not).
+pub fn have_apt(test: &str) -> bool {
+    let ok = Path::new("/usr/bin/apt-get").exists()
+        && Path::new("/usr/share/keyrings/debian-archive-keyring.gpg").exists();
+    if !ok {
+        eprintln!("SKIP {test}: apt-get or the Debian archive keyring is missing");
+    }
+    ok
+}
+
+/// A recipe for tests; every field has a sensible default.
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    /// Image name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Compatible string.
+    pub compatible: String,
+    /// Anti-rollback level.
+    pub security_version: u64,
+    /// Boot attempts for a new slot.
+    pub tries: u32,
+    /// Health command.
+    pub health: String,
+    /// Health timeout.
+    pub health_timeout: String,
+    /// Watchdog period.
+    pub watchdog: String,
+    /// Kernel command line.
+    pub cmdline: String,
+    /// Extra TOML appended verbatim (services, files).
+    pub extra: String,
+    /// Public keys (paths).
+    pub keys: Vec<PathBuf>,
+    /// Slot size.
+    pub slot: String,
+}
+
+impl Recipe {
+    /// The image the update scenarios start from: a boot counter on /data.
+    pub fn counter(version: &str, key: &Path) -> Self {
+        Recipe {
+            name: "scenario".into(),
+            version: version.into(),
+            compatible: "slate-test-x86_64".into(),
+            security_version: 1,
+            tries: 2,
+            health: "test -s /data/boots".into(),
+            health_timeout: "10s".into(),
+            watchdog: "40s".into(),
+            cmdline: "console=ttyS0 quiet panic=2".into(),
+            extra: COUNTER_SERVICE.into(),
+            keys: vec![key.to_path_buf()],
+            slot: "128M".into(),
+        }
+    }
+
+    /// The TOML text.
+    pub fn toml(&self) -> String {
+        let keys: Vec<String> = self
+            .keys
+            .iter()
+            .map(|k| format!("{:?}", k.display().to_string()))
+            .collect();
+        format!(
+            r#"[image]
+name = "{name}"
+version = "{version}"
+compatible = "{compatible}"
+
+[kernel]
+package = "linux-image-cloud-amd64"
+cmdline = "{cmdline}"
+modules = ["virtio_pci", "virtio_blk"]
+
+[rootfs]
+packages = ["busybox-static"]
+
+[health]
+command = {health:?}
+timeout = "{health_timeout}"
+watchdog = "{watchdog}"
+
+[disk]
+esp = "64M"
+slot = "{slot}"
+data = "32M"
+
+[update]
+public_keys = [{keys}]
+security_version = {sv}
+tries = {tries}
+
+{extra}
+"#,
+            name = self.name,
+            version = self.version,
+            compatible = self.compatible,
+            cmdline = self.cmdline,
+            health = self.health,
+            health_timeout = self.health_timeout,
+            watchdog = self.watchdog,
+            slot = self.slot,
+            keys = keys.join(", "),
+            sv = self.security_version,
+            tries = self.tries,
+            extra = self.extra,
+        )
+    }
+}
+
+/// A service that counts boots in /data/boots and reports the count.
+pub const COUNTER_SERVICE: &str = r##"
+[[rootfs.files]]
+dst = "/usr/bin/count-boots"
+mode = "0755"
+content = """#!/bin/sh
+n=$(cat /data/boots 2>/dev/null || echo 0)
+n=$((n + 1))
+echo "$n" > /data/boots.tmp && sync && mv /data/boots.tmp /data/boots && sync
+echo "SLATE-EVENT {\\"event\\":\\"app\\",\\"boots\\":$n}"
+"""
+
+[[service]]
+name = "count-boots"
+exec = "/usr/bin/count-boots"
+wait = true
+"##;
+
+/// Writes `recipe` as `<dir>/<file>.toml` and builds it into `<dir>/<file>`.
+pub fn build(dir: &Path, file: &str, recipe: &Recipe) -> PathBuf {
+    let path = dir.join(format!("{file}.toml"));
+    std::fs::write(&path, recipe.toml()).unwrap();
+    let out = dir.join(file);
+    run_ok(slate().arg("build").arg(&path).arg("--out-dir").arg(&out));
+    out
+}
+
+/// Makes a key pair `<dir>/<name>.key`, `.pub`.
+pub fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let prefix = dir.join(name);
+    run_ok(slate().arg("keygen").arg(&prefix));
+    (prefix.with_extension("key"), prefix.with_extension("pub"))
+}
+
+/// Bundles a build directory, signed with `key`.
+pub fn bundle(build: &Path, key: &Path, out: &Path) -> PathBuf {
+    run_ok(
+        slate()
+            .arg("bundle")
+            .arg(build)
+            .arg("--key")
+            .arg(key)
+            .arg("-o")
+            .arg(out),
+    );
+    out.to_path_buf()
+}
+
+/// A sparse copy of a disk image (each scenario mutates its own).
+pub fn copy_disk(src: &Path, dst: &Path) -> PathBuf {
+    run_ok(Command::new("cp").arg("--sparse=always").arg(src).arg(dst));
+    dst.to_path_buf()
+}
+
+/// Byte offset and length of partition `n` (1-based) per `sgdisk -i`.
+pub fn partition_range(disk: &Path, n: u32) -> (u64, u64) {
+    let out = run_ok(
+        Command::new("sgdisk")
+            .arg("-i")
+            .arg(n.to_string())
+            .arg(disk),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("sgdisk -i {n}: no {name}\n{text}"))
+    };
+    let first = field("First sector: ");
+    let last = field("Last sector: ");
+    (first * 512, (last + 1 - first) * 512)
+}
+
+/// Extracts partition `n` of `disk` into `out` (sparse).
+pub fn extract_partition(disk: &Path, n: u32, out: &Path) -> PathBuf {
+    let (off, len) = partition_range(disk, n);
+    run_ok(
+        Command::new("dd")
+            .arg(format!("if={}", disk.display()))
+            .arg(format!("of={}", out.display()))
+            .arg("bs=1M")
+            .arg(format!("skip={}", off / (1 << 20)))
+            .arg(format!("count={}", len / (1 << 20)))
+            .arg("conv=sparse")
+            .arg("status=none"),
+    );
+    out.to_path_buf()
+}
+
+/// SHA-256 of a file via coreutils (an independent implementation).
+pub fn sha256sum(path: &Path) -> String {
+    let out = run_ok(Command::new("sha256sum").arg(path));
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// SHA-256 of a byte range of a file via dd + sha256sum.
+pub fn sha256_range(path: &Path, offset: u64, len: u64) -> String {
+    let out = run_ok(Command::new("sh").arg("-c").arg(format!(
+        "dd if='{}' bs=1M skip={} count={} iflag=skip_bytes,count_bytes status=none | sha256sum",
+        path.display(),
+        offset,
+        len
+    )));
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
