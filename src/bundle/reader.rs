@@ -27,6 +27,7 @@ use super::pipeline::{Pool, default_workers};
 use super::signing::{SignatureStatus, TrustedKeys, verify_embedded, verify_trusted};
 use sha2::{Digest as _, Sha256};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
 
 /// How [`BundleReader::copy_artifact`] produces hole chunks (all zeros, not
 /// stored in the bundle).
@@ -133,6 +134,7 @@ pub struct BundleReader<R> {
     head: BundleHead,
     state: State,
     workers: usize,
+    check_whole: bool,
 }
 
 impl<R> std::fmt::Debug for BundleReader<R> {
@@ -162,6 +164,7 @@ pub fn open<R: Read>(src: R, keys: &TrustedKeys) -> Result<BundleReader<R>, Bund
         head,
         state: State::Between { next: 0 },
         workers: default_workers(),
+        check_whole: true,
     })
 }
 
@@ -271,6 +274,16 @@ impl<R: Read> BundleReader<R> {
         self.workers = workers.max(1);
     }
 
+    /// Turns the end-of-artifact SHA-256 check off or on (default on). Every
+    /// chunk is still checked against its signed digest, which pins every
+    /// byte; the whole-artifact hash costs as much again and only re-proves
+    /// that the signer's manifest is consistent. An installer that reads the
+    /// written slot back and compares it with [`ArtifactHeader::sha256`] gets
+    /// a stronger check for the same cost and may turn this one off.
+    pub fn set_check_whole_digest(&mut self, on: bool) {
+        self.check_whole = on;
+    }
+
     /// Moves to the next artifact and describes it, or returns `None` after
     /// the last. An artifact that was not read is skipped (its payload is read
     /// and dropped unverified, since nothing uses it).
@@ -331,6 +344,7 @@ impl<R: Read> BundleReader<R> {
             &self.head.header,
             artifact,
             self.workers,
+            self.check_whole,
             on_chunk,
         )?;
         self.state = State::Between { next: index + 1 };
@@ -468,24 +482,66 @@ enum Pending {
     Data(u64),
 }
 
+/// What the whole-artifact hasher thread is fed, in artifact order.
+enum ToHash {
+    Bytes(Vec<u8>),
+    Zeros(u64),
+}
+
+/// Runs the whole-artifact SHA-256 on its own thread, so the caller's thread
+/// is left with reading and writing: the hash is sequential and as costly as
+/// all the chunk hashes together. Buffers come back for reuse.
+fn spawn_whole_hasher<'scope>(
+    s: &'scope std::thread::Scope<'scope, '_>,
+) -> (
+    SyncSender<ToHash>,
+    Receiver<Vec<u8>>,
+    std::thread::ScopedJoinHandle<'scope, Digest>,
+) {
+    let (tx, rx) = sync_channel::<ToHash>(2);
+    let (back_tx, back_rx) = channel::<Vec<u8>>();
+    let handle = s.spawn(move || {
+        let mut h = Sha256::new();
+        let zeros = vec![0u8; 64 * 1024];
+        for item in rx {
+            match item {
+                ToHash::Bytes(b) => {
+                    h.update(&b);
+                    let _ = back_tx.send(b);
+                }
+                ToHash::Zeros(mut left) => {
+                    while left > 0 {
+                        let k = left.min(zeros.len() as u64) as usize;
+                        h.update(&zeros[..k]);
+                        left -= k as u64;
+                    }
+                }
+            }
+        }
+        Digest(h.finalize().into())
+    });
+    (tx, back_rx, handle)
+}
+
 /// Streams one artifact's chunks: the caller's thread reads compressed
-/// chunks in order and keeps the whole-artifact hash; workers decompress and
-/// check each chunk's hash. Results are handed over in order.
+/// chunks in order and hands verified chunks to `on_chunk`; workers
+/// decompress and check each chunk's hash; one more thread keeps the
+/// whole-artifact hash. Results are handed over in order.
 fn stream_artifact<R: Read, F>(
     src: &mut Counted<R>,
     header: &Header,
     a: &ArtifactEntry,
     workers: usize,
+    check_whole: bool,
     mut on_chunk: F,
 ) -> Result<(), BundleError>
 where
     F: FnMut(VerifiedChunk<'_>) -> io::Result<()>,
 {
     let count = a.chunks.len() as u64;
-    let mut whole = Sha256::new();
     let mut zero_digests: Vec<(u64, Digest)> = Vec::new();
-    let zeros = vec![0u8; a.chunk_size.min(64 * 1024) as usize];
-    let mut spare: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut spare_in: Vec<Vec<u8>> = Vec::new();
+    let mut spare_out: Vec<Vec<u8>> = Vec::new();
     let sink_err = |source: io::Error| BundleError::Sink {
         artifact: a.name.clone(),
         source,
@@ -514,14 +570,21 @@ where
             },
         })
     };
+    let hasher_gone = || BundleError::Io(io::Error::other("the hashing thread stopped"));
 
-    std::thread::scope(|s| -> Result<(), BundleError> {
+    let whole = std::thread::scope(|s| -> Result<Option<Digest>, BundleError> {
         let mut pool: Pool<'_, Job, Done> = Pool::start(
             s,
             workers,
             || zstd::bulk::Decompressor::new().ok(),
             decompress_and_check,
         );
+        let (hash_tx, hash_back, hasher) = if check_whole {
+            let (t, b, h) = spawn_whole_hasher(s);
+            (Some(t), Some(b), Some(h))
+        } else {
+            (None, None, None)
+        };
         let mut pending = std::collections::VecDeque::new();
         let mut next = 0u64;
         loop {
@@ -531,7 +594,11 @@ where
                 if c.is_hole() {
                     pending.push_back(Pending::Hole(next));
                 } else {
-                    let (mut compressed, out) = spare.pop().unwrap_or_default();
+                    let mut compressed = spare_in.pop().unwrap_or_default();
+                    let out = spare_out
+                        .pop()
+                        .or_else(|| hash_back.as_ref().and_then(|b| b.try_recv().ok()))
+                        .unwrap_or_default();
                     // Bounded by max_compressed_len(chunk_size) via Manifest::validate.
                     compressed.resize(c.compressed_size as usize, 0);
                     src.read_exact_in(&mut compressed, header)?;
@@ -571,36 +638,42 @@ where
                     if digest != a.chunks[i as usize].sha256 {
                         return Err(corrupt(i, Fault::Digest));
                     }
-                    let mut left = len;
-                    while left > 0 {
-                        let k = left.min(zeros.len() as u64) as usize;
-                        whole.update(&zeros[..k]);
-                        left -= k as u64;
-                    }
                     on_chunk(VerifiedChunk {
                         data: ChunkData::Zeros(len),
                         ..chunk
                     })
                     .map_err(sink_err)?;
+                    if let Some(t) = &hash_tx {
+                        t.send(ToHash::Zeros(len)).map_err(|_| hasher_gone())?;
+                    }
                 }
                 Pending::Data(_) => {
                     let done = pool.receive().map_err(|e| BundleError::Io(e.into()))?;
                     if let Err(f) = done.result {
                         return Err(corrupt(done.job.index, f));
                     }
-                    whole.update(&done.job.out);
                     on_chunk(VerifiedChunk {
                         data: ChunkData::Bytes(&done.job.out),
                         ..chunk
                     })
                     .map_err(sink_err)?;
-                    spare.push((done.job.compressed, done.job.out));
+                    spare_in.push(done.job.compressed);
+                    match &hash_tx {
+                        Some(t) => t
+                            .send(ToHash::Bytes(done.job.out))
+                            .map_err(|_| hasher_gone())?,
+                        None => spare_out.push(done.job.out),
+                    }
                 }
             }
         }
-        Ok(())
+        drop(hash_tx);
+        match hasher {
+            Some(h) => h.join().map(Some).map_err(|_| hasher_gone()),
+            None => Ok(None),
+        }
     })?;
-    if Digest(whole.finalize().into()) != a.sha256 {
+    if whole.is_some_and(|d| d != a.sha256) {
         return Err(CorruptKind::ArtifactDigest {
             artifact: a.name.clone(),
         }
