@@ -339,9 +339,25 @@ fn update_ping_pong_keeps_data() {
     let committed = events(&o, "committed");
     assert_eq!(committed.last().unwrap()["version"], "2.0.0");
 
-    let o = boot(&disk, &["booted:B", "committed:B"], &[], 180, &log);
+    let o = boot(
+        &disk,
+        &["booted:B", "committed:B", "status"],
+        &[],
+        180,
+        &log,
+    );
     assert_met(&o, "reboot stays on B");
     assert_eq!(app_boots(&o), [3]);
+    // `slate-agent status --json`, run in the guest by a service.
+    let report = &events(&o, "status")[0]["report"];
+    assert_eq!(report["booted"], "B", "{report}");
+    assert_eq!(report["committed"], "B", "{report}");
+    assert_eq!(report["next_boot"], "B", "{report}");
+    assert_eq!(report["security_floor"], 2, "{report}");
+    assert_eq!(report["update"], "idle", "{report}");
+    assert_eq!(report["slots"]["B"]["version"], "2.0.0", "{report}");
+    assert_eq!(report["slots"]["B"]["boot_state"], "good", "{report}");
+    assert_eq!(report["slots"]["A"]["version"], "1.0.0", "{report}");
 
     let v3 = f.bundle("v3");
     let o = boot(

@@ -16,6 +16,10 @@ use anyhow::{Context, Result};
 use serde_json::json;
 use std::time::Duration;
 
+/// Written once this boot's slot is committed, for services that should
+/// only start (or report) after the verdict.
+pub const COMMITTED_MARKER: &str = "/run/slate/committed";
+
 /// Everything the agent needs about the running device.
 #[derive(Debug)]
 pub struct Device {
@@ -155,6 +159,9 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
             if let Err(e) = watchdog::disarm() {
                 eprintln!("slate-agent: stopping the watchdog: {e}");
             }
+            // Services can wait for this (like systemd's boot-complete).
+            let _ = std::fs::create_dir_all("/run/slate")
+                .and_then(|()| std::fs::write(COMMITTED_MARKER, format!("{booted}\n")));
             super::media::check_removable_media(&dev, &mut state)?;
         }
         Health::Unhealthy(reason) => {

@@ -27,6 +27,7 @@ use crate::boot_env::systemd_boot::SystemdBoot;
 use crate::boot_env::{BootFile, BootFlow, EntrySpec, SlotId};
 use crate::bundle::{self, BundleReader, Holes, TrustedKeys};
 use crate::compose::build::BootSpec;
+pub use crate::io::source::Source;
 use crate::version::compare_versions;
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::json;
@@ -40,71 +41,6 @@ pub const REQUIRED_ARTIFACTS: [&str; 4] = ["rootfs", "kernel", "initrd", "boot"]
 
 /// Largest boot.json accepted.
 const MAX_BOOTSPEC: u64 = 64 << 10;
-
-/// Where a bundle comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    /// A bundle file or a block device whose content is a bundle.
-    Path(PathBuf),
-    /// An http(s) URL, streamed.
-    Url(String),
-}
-
-impl Source {
-    /// Parses a command-line source.
-    pub fn parse(s: &str) -> Source {
-        if s.starts_with("http://") || s.starts_with("https://") {
-            Source::Url(s.to_string())
-        } else {
-            Source::Path(PathBuf::from(s))
-        }
-    }
-
-    /// Whether it can be read twice (verify first, then install).
-    pub fn rereadable(&self) -> bool {
-        matches!(self, Source::Path(_))
-    }
-
-    /// Whether it is a block device (whose size is rounded up to whole
-    /// sectors, so bytes after the bundle are not an error).
-    pub fn is_block_device(&self) -> bool {
-        use std::os::unix::fs::FileTypeExt;
-        match self {
-            Source::Path(p) => std::fs::metadata(p).is_ok_and(|m| m.file_type().is_block_device()),
-            Source::Url(_) => false,
-        }
-    }
-
-    /// Opens it for reading from the start.
-    pub fn open(&self) -> Result<Box<dyn Read>> {
-        match self {
-            Source::Path(p) => {
-                let md = std::fs::metadata(p)
-                    .with_context(|| format!("opening bundle {}", p.display()))?;
-                if md.is_dir() {
-                    bail!("bundle {} is a directory", p.display());
-                }
-                let f = File::open(p).with_context(|| format!("opening bundle {}", p.display()))?;
-                Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, f)))
-            }
-            Source::Url(u) => {
-                let resp = ureq::get(u)
-                    .call()
-                    .with_context(|| format!("downloading bundle {u}"))?;
-                Ok(Box::new(resp.into_body().into_reader()))
-            }
-        }
-    }
-}
-
-impl std::fmt::Display for Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Source::Path(p) => write!(f, "{}", p.display()),
-            Source::Url(u) => f.write_str(u),
-        }
-    }
-}
 
 /// Why a bundle is refused before anything is written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -309,6 +245,13 @@ pub fn install(dev: &Device, state: &mut DeviceState, source: &Source) -> Result
         reader
     };
 
+    // Every chunk is still checked before it is written; the whole-artifact
+    // digests were checked by the first pass and the slot is read back.
+    let mut reader = reader;
+    if source.rereadable() {
+        reader.set_check_whole_digest(false);
+    }
+
     // 3. Out of the boot order, then record the attempt.
     let esp = dev.mount_esp(true)?;
     let mut flow = SystemdBoot::new(esp.path());
@@ -439,10 +382,11 @@ fn write_artifacts(
                         } else {
                             BootFile::Initrd
                         };
-                        flow.install_boot_file(target, kind, &mut f)?;
+                        flow.install_boot_file(target, kind, &mut f, a.size)?;
+                        let mut back_file = flow.read_boot_file(target, kind)?;
                         let (back, n) =
-                            crate::io::hash::sha256_reader(flow.read_boot_file(target, kind)?)?;
-                        if back != a.sha256.0 || n != a.size {
+                            crate::io::hash::sha256_reader((&mut back_file).take(a.size))?;
+                        if back != a.sha256.0 || n != a.size || !rest_is_zero(&mut back_file)? {
                             bail!(
                                 "the {name} of slot {target} reads back differently from what was written"
                             );
@@ -461,6 +405,20 @@ fn write_artifacts(
         bail!("bundle has no rootfs");
     }
     bootspec.context("bundle has no boot.json")
+}
+
+/// Whether everything left in `r` is zero bytes (a boot file's padding).
+fn rest_is_zero(r: &mut dyn Read) -> Result<bool> {
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        if buf[..n].iter().any(|b| *b != 0) {
+            return Ok(false);
+        }
+    }
 }
 
 /// Whether a bundle on removable media should be installed automatically.

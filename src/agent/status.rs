@@ -95,11 +95,11 @@ pub fn gather(config_path: &std::path::Path) -> Result<StatusReport> {
             .as_deref()
             .ok_or_else(|| anyhow::anyhow!("no slate.esp="))?;
         let part = super::system::partition_by_guid(guid)?;
-        let esp = EspMount::mount(
-            &part.dev,
-            std::path::Path::new("/run/slate/esp-status"),
-            false,
-        )?;
+        let dir = std::path::Path::new("/run/slate/esp-status");
+        // While the agent has the ESP mounted read-write (an install), a
+        // read-only mount of the same device is refused: share its mount.
+        let esp = EspMount::mount(&part.dev, dir, false)
+            .or_else(|_| EspMount::mount(&part.dev, dir, true))?;
         let snap = SystemdBoot::new(esp.path()).snapshot()?;
         esp.unmount()?;
         Ok(snap)

@@ -244,13 +244,14 @@ pub trait BootFlow {
     fn snapshot(&self) -> Result<BootSnapshot, BootEnvError>;
     /// Takes `slot` out of the boot order (before its contents are rewritten).
     fn disable(&mut self, slot: SlotId) -> Result<(), BootEnvError>;
-    /// Installs one boot file (kernel or initrd) for `slot`, streaming it
-    /// from `src`; the slot must be disabled.
+    /// Installs one boot file (kernel or initrd) of `size` bytes for
+    /// `slot`, streaming it from `src`; the slot must be disabled.
     fn install_boot_file(
         &mut self,
         slot: SlotId,
         file: BootFile,
         src: &mut dyn Read,
+        size: u64,
     ) -> Result<(), BootEnvError>;
     /// Reads back a boot file of `slot` (to verify it after writing).
     fn read_boot_file(&self, slot: SlotId, file: BootFile) -> Result<Box<dyn Read>, BootEnvError>;

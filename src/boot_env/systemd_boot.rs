@@ -16,6 +16,15 @@
 //! Every change is a write-to-temp + fsync + rename + directory fsync, and
 //! a slot's kernel and initrd are written before its entry exists, so an
 //! entry never points at half-written files.
+//!
+//! FAT has no journal: a power cut while clusters are allocated or freed can
+//! leave the allocation table inconsistent (Linux then remounts the ESP
+//! read-only). So each slot's kernel and initrd are files of a fixed
+//! capacity ([`boot_file_capacity`]), allocated once when the disk is built
+//! and overwritten in place, zero-padded: an update changes file data only,
+//! never the allocation table. (The kernel's EFI stub ignores bytes after
+//! the image, and the initramfs unpacker skips zero padding.) Only a boot
+//! file outgrowing its capacity is reallocated.
 
 use super::{BootEnvError, BootFile, BootFlow, BootSnapshot, EntrySpec, SlotBootState, SlotId};
 use std::fs::{self, File};
@@ -52,6 +61,12 @@ pub fn boot_file_path(slot: SlotId, file: BootFile) -> String {
         BootFile::Kernel => kernel_path(slot),
         BootFile::Initrd => initrd_path(slot),
     }
+}
+
+/// The size a boot file is allocated with: 25% headroom for later
+/// versions, in whole MiB.
+pub fn boot_file_capacity(size: u64) -> u64 {
+    (size + size / 4).max(1).next_multiple_of(1 << 20)
 }
 
 /// A parsed entry file name.
@@ -146,6 +161,31 @@ pub fn entry_text(spec: &EntrySpec, slot: SlotId) -> String {
 pub fn entry_is_usable(text: &str) -> bool {
     text.lines().any(|l| l.starts_with("linux /"))
         && text.lines().any(|l| l.starts_with("options "))
+}
+
+/// Writes `size` bytes from `src` over the start of `path` and zeros up to
+/// `capacity`, without changing the file's length (no FAT allocation).
+fn overwrite_in_place(
+    path: &Path,
+    src: &mut dyn Read,
+    size: u64,
+    capacity: u64,
+) -> Result<(), BootEnvError> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io_err("opening", path))?;
+    let copied = std::io::copy(&mut src.take(size), &mut f).map_err(io_err("writing", path))?;
+    if copied != size {
+        return Err(io_err("writing", path)(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("source ended after {copied} of {size} bytes"),
+        )));
+    }
+    std::io::copy(&mut std::io::repeat(0).take(capacity - size), &mut f)
+        .map_err(io_err("writing", path))?;
+    f.flush().map_err(io_err("writing", path))?;
+    f.sync_all().map_err(io_err("syncing", path))
 }
 
 /// The systemd-boot backend over a mounted ESP.
@@ -292,6 +332,7 @@ impl BootFlow for SystemdBoot {
         slot: SlotId,
         file: BootFile,
         src: &mut dyn Read,
+        size: u64,
     ) -> Result<(), BootEnvError> {
         let state = self.snapshot()?.get(slot);
         if state != SlotBootState::Unbootable {
@@ -301,7 +342,18 @@ impl BootFlow for SystemdBoot {
                 state: state.word(),
             });
         }
-        self.write_file(&boot_file_path(slot, file), src)
+        let rel = boot_file_path(slot, file);
+        let dest = self.esp.join(&rel);
+        let capacity = fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
+        if size <= capacity {
+            overwrite_in_place(&dest, src, size, capacity)
+        } else {
+            // Outgrown (or missing): allocate a new file with headroom.
+            let mut padded = src
+                .take(size)
+                .chain(std::io::repeat(0).take(boot_file_capacity(size) - size));
+            self.write_file(&rel, &mut padded)
+        }
     }
 
     fn read_boot_file(&self, slot: SlotId, file: BootFile) -> Result<Box<dyn Read>, BootEnvError> {
@@ -416,10 +468,21 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut sd = committed_a(d.path());
         sd.disable(SlotId::B).unwrap();
-        sd.install_boot_file(SlotId::B, BootFile::Kernel, &mut &b"kernel"[..])
+        sd.install_boot_file(SlotId::B, BootFile::Kernel, &mut &b"kernel"[..], 6)
             .unwrap();
-        sd.install_boot_file(SlotId::B, BootFile::Initrd, &mut &b"initrd"[..])
+        sd.install_boot_file(SlotId::B, BootFile::Initrd, &mut &b"initrd"[..], 6)
             .unwrap();
+        // A smaller kernel later overwrites the same allocation in place.
+        let len = fs::metadata(d.path().join("slate/b/vmlinuz"))
+            .unwrap()
+            .len();
+        assert_eq!(len, 1 << 20, "allocated with headroom");
+        sd.install_boot_file(SlotId::B, BootFile::Kernel, &mut &b"kern"[..], 4)
+            .unwrap();
+        let data = fs::read(d.path().join("slate/b/vmlinuz")).unwrap();
+        assert_eq!(data.len(), 1 << 20);
+        assert_eq!(&data[..4], b"kern");
+        assert!(data[4..].iter().all(|b| *b == 0), "padding is zeros");
         sd.try_next(SlotId::B, 2, &spec()).unwrap();
         assert_eq!(sd.simulate_firmware_boot().unwrap(), Some(SlotId::B));
         let s = sd.snapshot().unwrap();
@@ -435,10 +498,6 @@ mod tests {
         let s = sd.snapshot().unwrap();
         assert_eq!(s.committed(), Some(SlotId::B));
         assert_eq!(sd.simulate_firmware_boot().unwrap(), Some(SlotId::B));
-        assert_eq!(
-            fs::read(d.path().join("slate/b/vmlinuz")).unwrap(),
-            b"kernel"
-        );
     }
 
     #[test]
@@ -479,7 +538,7 @@ mod tests {
         assert_eq!(sd.snapshot().unwrap().b, SlotBootState::Unbootable);
         assert_eq!(sd.simulate_firmware_boot().unwrap(), Some(SlotId::A));
         let e = sd
-            .install_boot_file(SlotId::A, BootFile::Kernel, &mut &b""[..])
+            .install_boot_file(SlotId::A, BootFile::Kernel, &mut &b""[..], 0)
             .unwrap_err()
             .to_string();
         assert!(

@@ -14,8 +14,8 @@ use std::path::PathBuf;
 /// Arguments of `slate extract`.
 #[derive(Debug, Args)]
 pub struct ExtractArgs {
-    /// The bundle file.
-    pub bundle: PathBuf,
+    /// The bundle: a file, a block device holding one, or an http(s) URL.
+    pub bundle: String,
     /// Trusted public key, SPKI PEM; repeat to trust several.
     #[arg(long = "pubkey", value_name = "PUB", required = true)]
     pub pubkeys: Vec<PathBuf>,
@@ -33,8 +33,9 @@ pub struct ExtractArgs {
 /// Runs `slate extract`.
 pub fn run(args: ExtractArgs) -> anyhow::Result<()> {
     let keys = TrustedKeys::from_pem_files(&args.pubkeys, args.threshold)?;
-    let src = super::verify::open_bundle_file(&args.bundle)?;
-    let what = format!("bundle {}", args.bundle.display());
+    let source = crate::io::source::Source::parse(&args.bundle);
+    let src = source.open()?;
+    let what = format!("bundle {source}");
     let mut reader = open(src, &keys).with_context(|| format!("verifying {what}"))?;
     let to_device = std::fs::metadata(&args.output).is_ok_and(|m| m.file_type().is_block_device());
     let mut atomic = None;

@@ -42,6 +42,16 @@ pub fn esp_tree(inputs: &EspInputs<'_>) -> Result<Tree, ComposeError> {
         kind: NodeKind::File(FileData::host(f.path, f.size)),
         meta: meta(0o644),
     };
+    // Boot files get their fixed capacity now, zero-padded, so updates
+    // overwrite them in place (see boot_env::systemd_boot).
+    let boot_file = |f: &HostFile<'_>| {
+        let mut data = FileData::host(f.path, f.size);
+        data.size = systemd_boot::boot_file_capacity(f.size);
+        Node {
+            kind: NodeKind::File(data),
+            meta: meta(0o644),
+        }
+    };
     let bytes = |s: String| Node {
         kind: NodeKind::File(FileData::from_bytes(s.into_bytes())),
         meta: meta(0o644),
@@ -60,12 +70,12 @@ pub fn esp_tree(inputs: &EspInputs<'_>) -> Result<Tree, ComposeError> {
     for (slot, spec) in &inputs.entries {
         t.put(
             systemd_boot::kernel_path(*slot).as_bytes(),
-            host(&inputs.kernel),
+            boot_file(&inputs.kernel),
             &d,
         )?;
         t.put(
             systemd_boot::initrd_path(*slot).as_bytes(),
-            host(&inputs.initrd),
+            boot_file(&inputs.initrd),
             &d,
         )?;
         let name = EntryName {

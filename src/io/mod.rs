@@ -3,6 +3,7 @@
 pub mod atomic;
 pub mod hash;
 pub mod offset;
+pub mod source;
 pub mod sparse;
 
 pub use atomic::{AtomicFile, sync_dir, write_atomic};

@@ -159,11 +159,6 @@ impl Apt {
 
     fn command(&self) -> Command {
         let r = &self.root;
-        let user = if rustix::process::geteuid().is_root() {
-            "root".to_string()
-        } else {
-            std::env::var("USER").unwrap_or_else(|_| "nobody".into())
-        };
         let mut c = Command::new("apt-get");
         let opts = [
             format!("Dir::State={}", r.display()),
@@ -175,7 +170,6 @@ impl Apt {
             "Dir::Etc::Preferences=/dev/null".to_string(),
             format!("Dir::Etc::PreferencesParts={}/empty", r.display()),
             "Debug::NoLocking=1".to_string(),
-            format!("APT::Sandbox::User={user}"),
             format!("APT::Architecture={}", self.spec.architecture),
             format!("APT::Architectures={}", self.spec.architecture),
             "APT::Install-Recommends=false".to_string(),
@@ -185,6 +179,11 @@ impl Apt {
         ];
         for o in opts {
             c.arg("-o").arg(o);
+        }
+        // apt drops to its _apt user only when run as root, and _apt cannot
+        // write our private directories; unprivileged runs need nothing.
+        if rustix::process::geteuid().is_root() {
+            c.arg("-o").arg("APT::Sandbox::User=root");
         }
         c.env("LC_ALL", "C");
         c

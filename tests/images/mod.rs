@@ -178,6 +178,19 @@ echo "SLATE-EVENT {\\"event\\":\\"app\\",\\"boots\\":$n}"
 name = "count-boots"
 exec = "/usr/bin/count-boots"
 wait = true
+
+[[rootfs.files]]
+dst = "/usr/bin/report-status"
+mode = "0755"
+content = """#!/bin/sh
+for i in $(seq 120); do [ -e /run/slate/committed ] && break; sleep 1; done
+echo "SLATE-EVENT {\\"event\\":\\"status\\",\\"report\\":$(slate-agent status --json)}"
+"""
+
+[[service]]
+name = "report-status"
+exec = "/usr/bin/report-status"
+restart = "never"
 "##;
 
 /// Writes `recipe` as `<dir>/<file>.toml` and builds it into `<dir>/<file>`.

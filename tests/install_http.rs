@@ -1,0 +1,177 @@
+//! Bundles streamed over HTTP (ureq) against a server on 127.0.0.1: the
+//! installer's network path, exercised host-side with `slate extract`.
+
+mod images;
+
+use images::{keygen, run_ok, sha256sum, slate};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+
+/// A build directory with a rootfs of mixed data and a hole.
+fn build_dir(dir: &Path) -> PathBuf {
+    let b = dir.join("build");
+    std::fs::create_dir_all(&b).unwrap();
+    let mut rootfs: Vec<u8> = (0..(3u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    rootfs.extend(std::iter::repeat_n(0u8, 2 << 20));
+    rootfs.extend(b"end of the root filesystem");
+    let files = [
+        ("rootfs", "rootfs.ext4", rootfs),
+        ("kernel", "vmlinuz", b"kernel".to_vec()),
+        ("initrd", "initrd.img", b"initrd".to_vec()),
+        ("boot", "boot.json", b"{}".to_vec()),
+    ];
+    let mut artifacts = Vec::new();
+    for (name, file, bytes) in files {
+        std::fs::write(b.join(file), &bytes).unwrap();
+        artifacts.push(slate::build_manifest::Artifact {
+            name: name.into(),
+            file: file.into(),
+            size: bytes.len() as u64,
+            sha256: slate::io::hash::hex(&slate::io::hash::sha256_reader(&bytes[..]).unwrap().0),
+        });
+    }
+    let m = slate::build_manifest::BuildManifest {
+        format: slate::build_manifest::FORMAT,
+        name: "http".into(),
+        version: "2.0.0".into(),
+        compatible: "test".into(),
+        security_version: 1,
+        source_date_epoch: 0,
+        artifacts,
+        disk: None,
+        packages: vec![],
+    };
+    std::fs::write(b.join("manifest.json"), m.to_json()).unwrap();
+    b
+}
+
+/// Serves `file` to every request; with `cut`, sends only that many bytes
+/// of the body (but announces the full length) and hangs up.
+fn serve(file: PathBuf, cut: Option<u64>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            // Request line and headers.
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                if line == "\r\n" || line == "\n" {
+                    break;
+                }
+                line.clear();
+            }
+            let bytes = std::fs::read(&file).unwrap();
+            let header = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+                bytes.len()
+            );
+            let _ = stream.write_all(header.as_bytes());
+            let body = match cut {
+                Some(n) => &bytes[..n as usize],
+                None => &bytes[..],
+            };
+            // Small writes: the client must really stream.
+            for chunk in body.chunks(64 << 10) {
+                if stream.write_all(chunk).is_err() {
+                    break;
+                }
+            }
+            let _ = stream.flush();
+            let mut sink = Vec::new();
+            let _ = stream.take(0).read_to_end(&mut sink);
+        }
+    });
+    port
+}
+
+#[test]
+fn extract_streams_a_bundle_over_http() {
+    let d = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(d.path(), "k");
+    let build = build_dir(d.path());
+    let bundle = d.path().join("b.slate");
+    run_ok(
+        slate()
+            .arg("bundle")
+            .arg(&build)
+            .arg("--key")
+            .arg(&key)
+            .arg("-o")
+            .arg(&bundle),
+    );
+
+    let port = serve(bundle.clone(), None);
+    let out = d.path().join("rootfs.out");
+    run_ok(
+        slate()
+            .arg("extract")
+            .arg(format!("http://127.0.0.1:{port}/b.slate"))
+            .arg("--pubkey")
+            .arg(&public)
+            .arg("-o")
+            .arg(&out),
+    );
+    assert_eq!(sha256sum(&out), sha256sum(&build.join("rootfs.ext4")));
+
+    // A connection cut in the middle: a clear error and no output file.
+    let len = std::fs::metadata(&bundle).unwrap().len();
+    let port = serve(bundle, Some(len / 2));
+    let out = d.path().join("cut.out");
+    let res = slate()
+        .arg("extract")
+        .arg(format!("http://127.0.0.1:{port}/b.slate"))
+        .arg("--pubkey")
+        .arg(&public)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!res.status.success());
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(stderr.contains("127.0.0.1"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(!out.exists(), "a partial output was left behind");
+    let leftovers = std::fs::read_dir(d.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".cut.out"))
+        .count();
+    assert_eq!(leftovers, 0);
+}
+
+#[test]
+fn extract_refuses_an_untrusted_bundle_from_a_url() {
+    let d = tempfile::tempdir().unwrap();
+    let (key, _) = keygen(d.path(), "signer");
+    let (_, other_public) = keygen(d.path(), "other");
+    let build = build_dir(d.path());
+    let bundle = d.path().join("b.slate");
+    run_ok(
+        slate()
+            .arg("bundle")
+            .arg(&build)
+            .arg("--key")
+            .arg(&key)
+            .arg("-o")
+            .arg(&bundle),
+    );
+    let port = serve(bundle, None);
+    let res = slate()
+        .arg("extract")
+        .arg(format!("http://127.0.0.1:{port}/b.slate"))
+        .arg("--pubkey")
+        .arg(&other_public)
+        .arg("-o")
+        .arg(d.path().join("x"))
+        .output()
+        .unwrap();
+    assert!(!res.status.success());
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(stderr.contains("trusted key"), "{stderr}");
+    assert!(!d.path().join("x").exists());
+}
