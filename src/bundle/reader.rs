@@ -482,6 +482,10 @@ enum Pending {
     Data(u64),
 }
 
+/// Memory for chunks in the workers' queues. With the default 1 MiB chunks
+/// the pool's own bound (two jobs per worker) is lower.
+const JOB_BUFFER_BUDGET: u64 = 48 << 20;
+
 /// What the whole-artifact hasher thread is fed, in artifact order.
 enum ToHash {
     Bytes(Vec<u8>),
@@ -493,12 +497,13 @@ enum ToHash {
 /// all the chunk hashes together. Buffers come back for reuse.
 fn spawn_whole_hasher<'scope>(
     s: &'scope std::thread::Scope<'scope, '_>,
+    queue: usize,
 ) -> (
     SyncSender<ToHash>,
     Receiver<Vec<u8>>,
     std::thread::ScopedJoinHandle<'scope, Digest>,
 ) {
-    let (tx, rx) = sync_channel::<ToHash>(2);
+    let (tx, rx) = sync_channel::<ToHash>(queue);
     let (back_tx, back_rx) = channel::<Vec<u8>>();
     let handle = s.spawn(move || {
         let mut h = Sha256::new();
@@ -571,6 +576,10 @@ where
         })
     };
     let hasher_gone = || BundleError::Io(io::Error::other("the hashing thread stopped"));
+    // Each job holds up to two chunk-sized buffers; large chunks get fewer
+    // jobs in flight so memory stays near JOB_BUFFER_BUDGET.
+    let max_jobs = (JOB_BUFFER_BUDGET / (2 * a.chunk_size)).max(1) as usize;
+    let hash_queue = if a.chunk_size >= 4 << 20 { 1 } else { 2 };
 
     let whole = std::thread::scope(|s| -> Result<Option<Digest>, BundleError> {
         let mut pool: Pool<'_, Job, Done> = Pool::start(
@@ -580,7 +589,7 @@ where
             decompress_and_check,
         );
         let (hash_tx, hash_back, hasher) = if check_whole {
-            let (t, b, h) = spawn_whole_hasher(s);
+            let (t, b, h) = spawn_whole_hasher(s, hash_queue);
             (Some(t), Some(b), Some(h))
         } else {
             (None, None, None)
@@ -589,11 +598,14 @@ where
         let mut next = 0u64;
         loop {
             // Keep the workers busy: read ahead while there is room.
-            while next < count && pool.has_room() && pending.len() < 64 {
+            while next < count && pending.len() < 64 {
                 let c = &a.chunks[next as usize];
                 if c.is_hole() {
                     pending.push_back(Pending::Hole(next));
                 } else {
+                    if !pool.has_room() || pool.in_flight() >= max_jobs {
+                        break;
+                    }
                     let mut compressed = spare_in.pop().unwrap_or_default();
                     let out = spare_out
                         .pop()
