@@ -207,9 +207,9 @@ fn read_raw_head<R: Read>(src: &mut Counted<R>) -> Result<RawHead, BundleError> 
         .into());
     }
     let header = Header::decode(&hb)?;
-    // Both lengths were capped by Header::decode, so these allocations are bounded.
-    let mut manifest_bytes = vec![0u8; header.manifest_len as usize];
-    src.read_exact_in(&mut manifest_bytes, &header)?;
+    // Both lengths were capped by Header::decode, so these allocations are
+    // bounded; the manifest buffer grows with the data that actually arrives.
+    let manifest_bytes = src.read_vec_in(u64::from(header.manifest_len), &header)?;
     let mut records = Vec::with_capacity(header.signature_count as usize);
     for _ in 0..header.signature_count {
         let mut rb = [0u8; SIGNATURE_RECORD_LEN];
@@ -721,6 +721,25 @@ impl<R: Read> Counted<R> {
             }
         }
         Ok(filled)
+    }
+
+    /// Reads exactly `len` bytes into a new vector that grows as they arrive,
+    /// so a short input claiming a long region costs little memory.
+    fn read_vec_in(&mut self, len: u64, header: &Header) -> Result<Vec<u8>, BundleError> {
+        let mut v = Vec::with_capacity(len.min(64 * 1024) as usize);
+        (&mut *self)
+            .take(len)
+            .read_to_end(&mut v)
+            .map_err(BundleError::Io)?;
+        if (v.len() as u64) < len {
+            return Err(CorruptKind::Truncated {
+                region: region_at(header, self.offset),
+                offset: self.offset,
+                expected: header.bundle_len(),
+            }
+            .into());
+        }
+        Ok(v)
     }
 
     /// Fills `buf`; an early end is reported as truncation in the region it hit.
