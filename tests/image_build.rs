@@ -304,3 +304,17 @@ fn bad_recipes_fail_with_one_line_naming_the_field() {
         "{e}"
     );
 }
+
+#[test]
+fn example_recipes_are_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            slate::recipe::Recipe::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 2, "expected the example recipes in {}", dir.display());
+}

@@ -494,16 +494,21 @@ pub fn run_cli(config: &Path, source: &str, reboot: bool) -> Result<()> {
 mod tests {
     use super::*;
 
+    const ZERO_BYTE_SHA256: &str =
+        "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d";
+
     fn manifest(version: &str, compatible: &str, sv: u64, artifacts: &[&str]) -> bundle::Manifest {
         let json = serde_json::json!({
+            // One byte each, stored as a hole (a zero byte).
             "artifacts": artifacts.iter().map(|n| serde_json::json!({
-                "chunk_size": 65536, "chunks": [], "name": n,
-                "sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", "size": 0
+                "chunk_size": 65536,
+                "chunks": [{"compressed_size": 0, "sha256": ZERO_BYTE_SHA256}],
+                "name": n, "sha256": ZERO_BYTE_SHA256, "size": 1
             })).collect::<Vec<_>>(),
             "compatible": compatible, "created": 0, "format": 1, "name": "t",
             "security_version": sv, "version": version
         });
-        serde_json::from_value(json).unwrap()
+        bundle::Manifest::parse(&serde_json::to_vec(&json).unwrap()).unwrap()
     }
 
     #[test]

@@ -8,13 +8,18 @@ use crate::tree::{ScanOptions, scan_host_dir};
 use crate::units::Bytes;
 use anyhow::{Context, anyhow};
 use clap::{Args, Subcommand};
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 /// Filesystem types `slate mkfs` writes.
 #[derive(Debug, Subcommand)]
 pub enum Mkfs {
-    /// Make an ext4 image of a directory (owners, modes, times and xattrs
-    /// come from the source, as with `mke2fs -d`)
+    /// Make an ext4 image of a directory, without root
+    ///
+    /// Owners, modes, times and extended attributes come from the source, as
+    /// with `mke2fs -d` (owners become 0:0 with --all-root).
+    /// SOURCE_DATE_EPOCH, when set, clamps every timestamp and sets the
+    /// superblock's times; the output is reproducible.
     Ext4(Ext4Args),
     /// Build a FAT image (FAT32 from 33 MiB, as an EFI system partition).
     Fat(super::mkfs_fat::FatArgs),
@@ -92,8 +97,13 @@ fn ext4(a: Ext4Args) -> anyhow::Result<()> {
     let plan = Ext4Plan::new(&tree, &opts)?;
     let mut out =
         AtomicFile::create(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    // The temp file is private (0600); the image gets the usual 0666 & !umask.
+    let mask = rustix::process::umask(rustix::fs::Mode::empty());
+    rustix::process::umask(mask);
+    let mode = 0o666 & !mask.bits();
     out.file()
-        .set_len(plan.size().get())
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .and_then(|()| out.file().set_len(plan.size().get()))
         .with_context(|| format!("sizing {}", a.out.display()))?;
     let progress = Progress::bytes(plan.data_bytes(), "ext4");
     let written = plan.write(out.file(), &progress);

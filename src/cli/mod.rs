@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 pub mod agent;
 pub mod build;
 pub mod bundle;
+pub mod extract;
 pub mod inspect;
 pub mod keygen;
 pub mod mkfs;
@@ -38,6 +39,8 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Show a bundle's manifest and signatures.
     Inspect(inspect::InspectArgs),
+    /// Write one verified artifact of a bundle to a file or block device.
+    Extract(extract::ExtractArgs),
     /// Boot a disk image in QEMU and check the events the guest prints.
     Qemu(qemu::QemuArgs),
     /// The on-device agent (installed in images as slate-agent).
@@ -53,6 +56,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bundle(a) => bundle::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Extract(a) => extract::run(a),
         Command::Qemu(a) => qemu::run(a),
         Command::Agent(a) => agent::run(a),
     }

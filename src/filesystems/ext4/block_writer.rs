@@ -7,7 +7,7 @@ use std::io::{self, Seek, SeekFrom, Write};
 
 const BS: usize = BLOCK_SIZE as usize;
 /// Bytes collected before a write.
-const BUFFER: usize = 8 << 20;
+const BUFFER: usize = 1 << 20;
 
 /// Writes blocks at block-number addresses through a large buffer.
 #[derive(Debug)]

@@ -127,6 +127,9 @@ impl Geometry {
             .div_ceil(group_count)
             .next_multiple_of(u64::from(INODES_PER_BLOCK))
             .clamp(u64::from(INODES_PER_BLOCK), per_group);
+        if ipg * group_count > u64::from(u32::MAX) {
+            return Err(GeometryError::TooManyInodes);
+        }
         let gdt = gdt_blocks(group_count);
 
         let mut backups = Vec::new();

@@ -45,8 +45,8 @@ pub struct Ext4Options {
     pub size: Option<Bytes>,
     /// Volume label, at most 16 bytes.
     pub label: String,
-    /// Filesystem UUID; `None` derives it from the label and a digest of the
-    /// tree, its metadata and file contents.
+    /// Filesystem UUID; `None` derives it from the label, a digest of the
+    /// tree's names and metadata, and CRC32Cs of its file contents.
     pub uuid: Option<[u8; 16]>,
     /// Directory hash seed; `None` derives it from the UUID if given, else
     /// from the label and the tree's metadata.
@@ -136,7 +136,7 @@ pub enum Ext4Error {
     #[error(
         "tree needs at least {} MiB, --size is {} MiB",
         needed.mib_ceil(),
-        size.get() / MIB
+        mib_display(*size)
     )]
     TooSmall {
         /// The smallest size that works.
@@ -152,6 +152,15 @@ pub enum Ext4Error {
         /// Bytes needed.
         need: u64,
     },
+}
+
+/// A size in MiB for messages: whole numbers as such, others with two decimals.
+fn mib_display(size: Bytes) -> String {
+    if size.get() % MIB == 0 {
+        (size.get() / MIB).to_string()
+    } else {
+        format!("{:.2}", size.get() as f64 / MIB as f64)
+    }
 }
 
 /// An image fully planned and ready to be written.
@@ -236,13 +245,22 @@ impl<'t> Ext4Plan<'t> {
                 let required = plan::required_blocks(&demand, opts)?;
                 let mib = MIB / BLOCK_SIZE;
                 let mut blocks = (required + (required / 10).max(mib)).next_multiple_of(mib);
-                let layout = loop {
+                let mut layout = None;
+                // A larger size can mean a larger default journal, so step up
+                // until it fits (a journal is at most 1 GiB: 1024 steps).
+                for _ in 0..2048 {
                     match try_blocks(&demand, opts, blocks) {
-                        Ok(l) => break l,
-                        // A larger size can mean a larger default journal.
+                        Ok(l) => {
+                            layout = Some(l);
+                            break;
+                        }
                         Err(_) => blocks += mib,
                     }
-                };
+                }
+                let layout = layout.ok_or_else(|| Ext4Error::Unsupported {
+                    path: "/".into(),
+                    reason: "no image size fits this tree".into(),
+                })?;
                 (blocks * BLOCK_SIZE, layout)
             }
         };
@@ -261,7 +279,19 @@ impl<'t> Ext4Plan<'t> {
 
     /// Bytes of file data the write will read (for progress bars).
     pub fn data_bytes(&self) -> u64 {
-        self.demand.tree.total_data_bytes()
+        self.demand
+            .files()
+            .map(|(ino, f)| {
+                let p = &self.layout.placements[ino as usize - 1];
+                p.extents()
+                    .iter()
+                    .map(|e| {
+                        let start = u64::from(e.logical) * BLOCK_SIZE;
+                        (u64::from(e.len) * BLOCK_SIZE).min(f.size.saturating_sub(start))
+                    })
+                    .sum::<u64>()
+            })
+            .sum()
     }
 
     fn timestamp(&self) -> i64 {

@@ -503,9 +503,9 @@ fn place(a: &mut Allocator<'_>, runs: &[(u64, u64)]) -> Placement {
 }
 
 /// Places `d` in a filesystem of `blocks` blocks with at least `inodes`
-/// inodes and a journal of `journal_blocks`. Allocation order: journal,
-/// then attribute blocks, directories and long symlinks by inode, then file
-/// data by inode, each file's extent tree blocks right after its data.
+/// inodes and a journal of `journal_blocks`. Allocation order: attribute
+/// blocks, directories and long symlinks by inode, then file data by inode
+/// (each file's extent tree blocks right after its data), then the journal.
 pub(crate) fn allocate(
     d: &Demand<'_>,
     blocks: u64,
@@ -517,9 +517,6 @@ pub(crate) fn allocate(
     let mut a = Allocator::new(&geo);
     let mut placements = vec![Placement::None; d.max_ino() as usize];
     let mut xattr_block_nr = vec![0u64; d.xattr_blocks.len()];
-    if journal_blocks > 0 {
-        placements[JOURNAL_INO as usize - 1] = place(&mut a, &[(0, journal_blocks)]);
-    }
     for ino in d.metadata_order() {
         let i = ino as usize - 1;
         let xref = d.xattr_ref[i];
@@ -541,6 +538,11 @@ pub(crate) fn allocate(
     }
     for (ino, f) in d.files() {
         placements[ino as usize - 1] = place(&mut a, &file_runs(f));
+    }
+    // Last, so that small gaps between metadata are filled by directories
+    // and files and the journal gets long contiguous runs.
+    if journal_blocks > 0 {
+        placements[JOURNAL_INO as usize - 1] = place(&mut a, &[(0, journal_blocks)]);
     }
     match a.overflow() {
         0 => Ok(Layout {

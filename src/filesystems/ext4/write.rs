@@ -2,8 +2,8 @@
 //!
 //! 1. file contents, read from their sources in inode order (and hashed
 //!    when the UUID is to be derived from them);
-//! 2. the journal superblock, attribute blocks, directories, long symlinks
-//!    and extent tree blocks;
+//! 2. attribute blocks, directories, long symlinks, extent tree blocks and
+//!    the journal superblock;
 //! 3. the superblock, group descriptors, bitmaps, inode tables and the
 //!    backup superblocks.
 //!
@@ -93,10 +93,45 @@ pub(crate) fn write<W: Write + Seek>(
         });
     }
     let mut w = BlockWriter::new(out);
+    let digest = write_file_data(plan, &mut w, progress)?;
+    let uuid = match (plan.opts.uuid, digest) {
+        (Some(u), _) => u,
+        (None, Some(d)) => derived_uuid(&[&d]),
+        (None, None) => unreachable!("a digest is made when no UUID is given"),
+    };
+    let fs_seed = checksum::fs_seed(&uuid);
+    write_metadata_blocks(plan, &mut w, &uuid, fs_seed)?;
+    let (free_blocks, free_inodes) = write_group_metadata(plan, &mut w, &uuid, fs_seed)?;
+    let written = w.finish().map_err(werr)?;
+    let geo = &plan.layout.geo;
+    Ok(Ext4Summary {
+        size: Bytes(plan.size),
+        uuid,
+        blocks: geo.blocks_count,
+        free_blocks,
+        inodes: geo.inodes_count(),
+        free_inodes,
+        journal_blocks: plan.layout.journal_blocks,
+        bytes_written: written,
+    })
+}
+
+fn put<W: Write + Seek>(w: &mut BlockWriter<W>, block: u64, data: &[u8]) -> Result<(), Ext4Error> {
+    w.put(block, data).map_err(werr)
+}
+
+/// Pass 1: copies file contents from their sources, in inode order. Returns
+/// the digest for a derived UUID when none was given.
+fn write_file_data<W: Write + Seek>(
+    plan: &Ext4Plan<'_>,
+    w: &mut BlockWriter<W>,
+    progress: &Progress,
+) -> Result<Option<[u8; 32]>, Ext4Error> {
     let d = &plan.demand;
     let l = &plan.layout;
-
-    // Pass 1: file contents.
+    // The derived UUID covers the label, the tree's metadata digest and a
+    // CRC32C of every chunk of file data: enough to tell builds apart at a
+    // fraction of the cost of a cryptographic hash over all contents.
     let mut digest = plan.opts.uuid.is_none().then(|| {
         let mut h = Sha256::new();
         h.update(b"slate ext4 uuid");
@@ -119,9 +154,10 @@ pub(crate) fn write<W: Write + Seek>(
                 let want = (f.size - offset).min(n * BLOCK_SIZE) as usize;
                 let buf = w.slot(e.physical + done, n as usize).map_err(werr)?;
                 src.read_at(&mut buf[..want], offset).map_err(|fail| {
-                    let path = match &src {
-                        Source::File(_, p) => p.to_path_buf(),
-                        Source::Bytes(_) => format!("<generated file {}>", ino).into(),
+                    let path = match (&src, d.source(ino)) {
+                        (Source::File(_, p), _) => p.to_path_buf(),
+                        (Source::Bytes(_), InodeSource::Node(id)) => d.tree.display_path(id).into(),
+                        (Source::Bytes(_), _) => unreachable!("files are tree nodes"),
                     };
                     match fail {
                         ReadFail::Short => Ext4Error::SourceChanged { path },
@@ -131,33 +167,26 @@ pub(crate) fn write<W: Write + Seek>(
                 if let Some(h) = &mut digest {
                     h.update(ino.to_le_bytes());
                     h.update(offset.to_le_bytes());
-                    h.update(&buf[..want]);
+                    h.update(crc32c::crc32c(&buf[..want]).to_le_bytes());
                 }
                 progress.inc(want as u64);
                 done += n;
             }
         }
     }
-    let uuid = match (plan.opts.uuid, digest) {
-        (Some(u), _) => u,
-        (None, Some(h)) => derived_uuid(&[&h.finalize()]),
-        (None, None) => unreachable!("digest exists when no UUID is given"),
-    };
-    let fs_seed = checksum::fs_seed(&uuid);
+    Ok(digest.map(|h| h.finalize().into()))
+}
 
-    // Pass 2: metadata blocks in the data area.
-    let put = |w: &mut BlockWriter<W>, n: u64, b: &[u8]| w.put(n, b).map_err(werr);
-    if l.journal_blocks > 0 {
-        let p = &l.placements[JOURNAL_INO as usize - 1];
-        let first = p.physical(0).unwrap_or_default();
-        put(
-            &mut w,
-            first,
-            &journal::superblock(l.journal_blocks as u32, &uuid),
-        )?;
-        let seed = checksum::inode_seed(fs_seed, JOURNAL_INO, 0);
-        extent::tree_blocks(p, seed, |n, b| put(&mut w, n, b))?;
-    }
+/// Pass 2: attribute blocks, directories, long symlinks, every extent tree
+/// block and the journal superblock, in allocation order.
+fn write_metadata_blocks<W: Write + Seek>(
+    plan: &Ext4Plan<'_>,
+    w: &mut BlockWriter<W>,
+    uuid: &[u8; 16],
+    fs_seed: u32,
+) -> Result<(), Ext4Error> {
+    let d = &plan.demand;
+    let l = &plan.layout;
     let hash_seed = dirhash::seed_words(&d.hash_seed);
     for ino in std::iter::once(ROOT_INO).chain(super::plan::LOST_FOUND_INO..=d.max_ino()) {
         let i = ino as usize - 1;
@@ -179,7 +208,7 @@ pub(crate) fn write<W: Write + Seek>(
             let csum = checksum::xattr_block(fs_seed, nr, &block);
             let co = xattr::BLOCK_CSUM_OFFSET;
             block[co..co + 4].copy_from_slice(&csum.to_le_bytes());
-            put(&mut w, nr, &block)?;
+            put(w, nr, &block)?;
         }
         let mut logical = 0u32;
         let mut emit = |b: &[u8]| {
@@ -187,7 +216,11 @@ pub(crate) fn write<W: Write + Seek>(
                 .physical(logical)
                 .unwrap_or_else(|| unreachable!("planned"));
             logical += 1;
-            put(&mut w, n, b)
+            put(w, n, b)
+        };
+        let is_file = match d.source(ino) {
+            InodeSource::Node(id) => matches!(d.tree.node(id).kind, NodeKind::File(_)),
+            _ => false,
         };
         match d.source(ino) {
             InodeSource::LostFound => {
@@ -209,15 +242,40 @@ pub(crate) fn write<W: Write + Seek>(
             },
             _ => {}
         }
-        extent::tree_blocks(p, seed, |n, b| put(&mut w, n, b))?;
+        // Files' tree blocks follow their data; they come next.
+        if !is_file {
+            extent::tree_blocks(p, seed, |n, b| put(w, n, b))?;
+        }
     }
     for (ino, _) in d.files() {
         let p = &l.placements[ino as usize - 1];
         let seed = checksum::inode_seed(fs_seed, ino, 0);
-        extent::tree_blocks(p, seed, |n, b| put(&mut w, n, b))?;
+        extent::tree_blocks(p, seed, |n, b| put(w, n, b))?;
     }
+    if l.journal_blocks > 0 {
+        let p = &l.placements[JOURNAL_INO as usize - 1];
+        let first = p.physical(0).unwrap_or_default();
+        put(
+            w,
+            first,
+            &journal::superblock(l.journal_blocks as u32, uuid),
+        )?;
+        let seed = checksum::inode_seed(fs_seed, JOURNAL_INO, 0);
+        extent::tree_blocks(p, seed, |n, b| put(w, n, b))?;
+    }
+    Ok(())
+}
 
-    // Pass 3: group metadata.
+/// Pass 3: superblock, descriptors, bitmaps, inode tables and backup
+/// superblocks. Returns the free block and inode counts.
+fn write_group_metadata<W: Write + Seek>(
+    plan: &Ext4Plan<'_>,
+    w: &mut BlockWriter<W>,
+    uuid: &[u8; 16],
+    fs_seed: u32,
+) -> Result<(u64, u64), Ext4Error> {
+    let d = &plan.demand;
+    let l = &plan.layout;
     let geo = &l.geo;
     let groups = geo.group_count();
     let ipg = geo.inodes_per_group;
@@ -279,7 +337,7 @@ pub(crate) fn write<W: Write + Seek>(
         blocks_per_group: geo.blocks_per_group as u32,
         inodes_per_group: ipg,
         time: plan.timestamp(),
-        uuid,
+        uuid: *uuid,
         label,
         hash_seed: d.hash_seed,
         journal: journal_inode,
@@ -288,17 +346,17 @@ pub(crate) fn write<W: Write + Seek>(
     let mut block = vec![0u8; BS];
     let off = superblock::OFFSET as usize;
     block[off..off + superblock::LEN].copy_from_slice(&sb.encode(0));
-    put(&mut w, 0, &block)?;
-    put(&mut w, 1, &gdt)?;
+    put(w, 0, &block)?;
+    put(w, 1, &gdt)?;
     for g in 0..groups {
         block_bitmap(geo, l.alloc_end, g, &mut bitmap);
-        put(&mut w, geo.groups[g as usize].block_bitmap, &bitmap)?;
+        put(w, geo.groups[g as usize].block_bitmap, &bitmap)?;
     }
     for g in 0..groups {
         let iused = used_inodes(g);
         if iused > 0 {
             inode_bitmap(iused, ipg, &mut bitmap);
-            put(&mut w, geo.groups[g as usize].inode_bitmap, &bitmap)?;
+            put(w, geo.groups[g as usize].inode_bitmap, &bitmap)?;
         }
     }
     for g in 0..groups {
@@ -325,21 +383,11 @@ pub(crate) fn write<W: Write + Seek>(
             let start = geo.group_range(g).start;
             block.fill(0);
             block[..superblock::LEN].copy_from_slice(&sb.encode(g));
-            put(&mut w, start, &block)?;
-            put(&mut w, start + 1, &gdt)?;
+            put(w, start, &block)?;
+            put(w, start + 1, &gdt)?;
         }
     }
-    let written = w.finish().map_err(werr)?;
-    Ok(Ext4Summary {
-        size: Bytes(plan.size),
-        uuid,
-        blocks: geo.blocks_count,
-        free_blocks,
-        inodes: geo.inodes_count(),
-        free_inodes,
-        journal_blocks: l.journal_blocks,
-        bytes_written: written,
-    })
+    Ok((free_blocks, free_inodes))
 }
 
 fn is_dir(plan: &Ext4Plan<'_>, ino: u32) -> bool {
