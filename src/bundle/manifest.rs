@@ -78,9 +78,18 @@ impl fmt::Debug for Digest {
 
 impl<'de> Deserialize<'de> for Digest {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <&str>::deserialize(d)?;
-        Digest::from_hex(s)
-            .ok_or_else(|| serde::de::Error::custom("expected a sha256 as 64 lowercase hex digits"))
+        struct HexVisitor;
+        impl serde::de::Visitor<'_> for HexVisitor {
+            type Value = Digest;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a sha256 as 64 lowercase hex digits")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Digest, E> {
+                Digest::from_hex(s)
+                    .ok_or_else(|| E::invalid_value(serde::de::Unexpected::Str(s), &self))
+            }
+        }
+        d.deserialize_str(HexVisitor)
     }
 }
 
@@ -452,6 +461,13 @@ mod tests {
             },
             "twice",
         );
+    }
+
+    #[test]
+    fn deserialises_from_owned_values_too() {
+        let v: serde_json::Value = serde_json::from_slice(&sample().to_canonical_json()).unwrap();
+        let m: Manifest = serde_json::from_value(v).unwrap();
+        assert_eq!(m, sample());
     }
 
     #[test]

@@ -207,9 +207,9 @@ fn read_raw_head<R: Read>(src: &mut Counted<R>) -> Result<RawHead, BundleError> 
         .into());
     }
     let header = Header::decode(&hb)?;
-    // Both lengths were capped by Header::decode, so these allocations are bounded.
-    let mut manifest_bytes = vec![0u8; header.manifest_len as usize];
-    src.read_exact_in(&mut manifest_bytes, &header)?;
+    // Both lengths were capped by Header::decode, so these allocations are
+    // bounded; the manifest buffer grows with the data that actually arrives.
+    let manifest_bytes = src.read_vec_in(u64::from(header.manifest_len), &header)?;
     let mut records = Vec::with_capacity(header.signature_count as usize);
     for _ in 0..header.signature_count {
         let mut rb = [0u8; SIGNATURE_RECORD_LEN];
@@ -482,6 +482,10 @@ enum Pending {
     Data(u64),
 }
 
+/// Memory for chunks in the workers' queues. With the default 1 MiB chunks
+/// the pool's own bound (two jobs per worker) is lower.
+const JOB_BUFFER_BUDGET: u64 = 48 << 20;
+
 /// What the whole-artifact hasher thread is fed, in artifact order.
 enum ToHash {
     Bytes(Vec<u8>),
@@ -493,12 +497,13 @@ enum ToHash {
 /// all the chunk hashes together. Buffers come back for reuse.
 fn spawn_whole_hasher<'scope>(
     s: &'scope std::thread::Scope<'scope, '_>,
+    queue: usize,
 ) -> (
     SyncSender<ToHash>,
     Receiver<Vec<u8>>,
     std::thread::ScopedJoinHandle<'scope, Digest>,
 ) {
-    let (tx, rx) = sync_channel::<ToHash>(2);
+    let (tx, rx) = sync_channel::<ToHash>(queue);
     let (back_tx, back_rx) = channel::<Vec<u8>>();
     let handle = s.spawn(move || {
         let mut h = Sha256::new();
@@ -571,6 +576,10 @@ where
         })
     };
     let hasher_gone = || BundleError::Io(io::Error::other("the hashing thread stopped"));
+    // Each job holds up to two chunk-sized buffers; large chunks get fewer
+    // jobs in flight so memory stays near JOB_BUFFER_BUDGET.
+    let max_jobs = (JOB_BUFFER_BUDGET / (2 * a.chunk_size)).max(1) as usize;
+    let hash_queue = if a.chunk_size >= 4 << 20 { 1 } else { 2 };
 
     let whole = std::thread::scope(|s| -> Result<Option<Digest>, BundleError> {
         let mut pool: Pool<'_, Job, Done> = Pool::start(
@@ -580,7 +589,7 @@ where
             decompress_and_check,
         );
         let (hash_tx, hash_back, hasher) = if check_whole {
-            let (t, b, h) = spawn_whole_hasher(s);
+            let (t, b, h) = spawn_whole_hasher(s, hash_queue);
             (Some(t), Some(b), Some(h))
         } else {
             (None, None, None)
@@ -589,11 +598,14 @@ where
         let mut next = 0u64;
         loop {
             // Keep the workers busy: read ahead while there is room.
-            while next < count && pool.has_room() && pending.len() < 64 {
+            while next < count && pending.len() < 64 {
                 let c = &a.chunks[next as usize];
                 if c.is_hole() {
                     pending.push_back(Pending::Hole(next));
                 } else {
+                    if !pool.has_room() || pool.in_flight() >= max_jobs {
+                        break;
+                    }
                     let mut compressed = spare_in.pop().unwrap_or_default();
                     let out = spare_out
                         .pop()
@@ -709,6 +721,25 @@ impl<R: Read> Counted<R> {
             }
         }
         Ok(filled)
+    }
+
+    /// Reads exactly `len` bytes into a new vector that grows as they arrive,
+    /// so a short input claiming a long region costs little memory.
+    fn read_vec_in(&mut self, len: u64, header: &Header) -> Result<Vec<u8>, BundleError> {
+        let mut v = Vec::with_capacity(len.min(64 * 1024) as usize);
+        (&mut *self)
+            .take(len)
+            .read_to_end(&mut v)
+            .map_err(BundleError::Io)?;
+        if (v.len() as u64) < len {
+            return Err(CorruptKind::Truncated {
+                region: region_at(header, self.offset),
+                offset: self.offset,
+                expected: header.bundle_len(),
+            }
+            .into());
+        }
+        Ok(v)
     }
 
     /// Fills `buf`; an early end is reported as truncation in the region it hit.
