@@ -89,6 +89,19 @@ fn serve(file: PathBuf, cut: Option<u64>) -> u16 {
     port
 }
 
+/// `slate extract http://127.0.0.1:PORT/b.slate --pubkey PUB -o OUT`.
+fn extract(port: u16, public: &Path, out: &Path) -> std::process::Output {
+    slate()
+        .arg("extract")
+        .arg(format!("http://127.0.0.1:{port}/b.slate"))
+        .arg("--pubkey")
+        .arg(public)
+        .arg("-o")
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn extract_streams_a_bundle_over_http() {
     let d = tempfile::tempdir().unwrap();
@@ -107,30 +120,15 @@ fn extract_streams_a_bundle_over_http() {
 
     let port = serve(bundle.clone(), None);
     let out = d.path().join("rootfs.out");
-    run_ok(
-        slate()
-            .arg("extract")
-            .arg(format!("http://127.0.0.1:{port}/b.slate"))
-            .arg("--pubkey")
-            .arg(&public)
-            .arg("-o")
-            .arg(&out),
-    );
+    let res = extract(port, &public, &out);
+    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
     assert_eq!(sha256sum(&out), sha256sum(&build.join("rootfs.ext4")));
 
     // A connection cut in the middle: a clear error and no output file.
     let len = std::fs::metadata(&bundle).unwrap().len();
     let port = serve(bundle, Some(len / 2));
     let out = d.path().join("cut.out");
-    let res = slate()
-        .arg("extract")
-        .arg(format!("http://127.0.0.1:{port}/b.slate"))
-        .arg("--pubkey")
-        .arg(&public)
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let res = extract(port, &public, &out);
     assert!(!res.status.success());
     let stderr = String::from_utf8_lossy(&res.stderr);
     assert!(stderr.contains("127.0.0.1"), "{stderr}");
@@ -161,15 +159,7 @@ fn extract_refuses_an_untrusted_bundle_from_a_url() {
             .arg(&bundle),
     );
     let port = serve(bundle, None);
-    let res = slate()
-        .arg("extract")
-        .arg(format!("http://127.0.0.1:{port}/b.slate"))
-        .arg("--pubkey")
-        .arg(&other_public)
-        .arg("-o")
-        .arg(d.path().join("x"))
-        .output()
-        .unwrap();
+    let res = extract(port, &other_public, &d.path().join("x"));
     assert!(!res.status.success());
     let stderr = String::from_utf8_lossy(&res.stderr);
     assert!(stderr.contains("trusted key"), "{stderr}");

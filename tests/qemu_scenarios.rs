@@ -444,40 +444,39 @@ fn unhealthy_update_rolls_back_and_is_not_retried() {
     assert_eq!(state["failed"].as_array().unwrap().len(), 1, "{state}");
 }
 
+/// Installs `variant`, whose trial boots never reach the agent, and checks
+/// that the loader falls back to A after its two tries (boots: A, B, B, A)
+/// and that A reports the rollback. Returns the run and its console log.
+fn failing_trial(variant: &str, test: &str, timeout: u64) -> (QemuOutcome, String) {
+    let f = fixtures();
+    let disk = f.disk("v1", test);
+    let log = f.log(test);
+    let bad = f.bundle(variant);
+    let o = boot(
+        &disk,
+        &["committed:A", "installed:B", "booted:A", "rollback", "committed:A"],
+        &[&bad],
+        timeout,
+        &log,
+    );
+    assert_met(&o, variant);
+    assert_eq!(o.boots(), 4, "{}", describe(&o));
+    assert!(events(&o, "booted").iter().all(|e| e["slot"] == "A"), "{}", describe(&o));
+    let rb = events(&o, "rollback");
+    assert_eq!((rb[0]["from"].as_str(), rb[0]["to"].as_str()), (Some("B"), Some("A")));
+    assert!(rb[0]["reason"].as_str().unwrap().contains("2 attempt"), "{rb:?}");
+    (o, std::fs::read_to_string(&log).unwrap_or_default())
+}
+
 /// Scenario 4: v2's kernel panics; after its tries the loader falls back.
 #[test]
 fn kernel_panic_falls_back_after_the_tries() {
     if skip("kernel_panic") {
         return;
     }
-    let f = fixtures();
-    let disk = f.disk("v1", "panic");
-    let log = f.log("panic");
-    let bad = f.bundle("v2-panic");
-    let o = boot(
-        &disk,
-        &[
-            "committed:A",
-            "installed:B",
-            "booted:A",
-            "rollback",
-            "committed:A",
-        ],
-        &[&bad],
-        360,
-        &log,
-    );
-    assert_met(&o, "panicking v2");
-    // A, then two attempts of B (tries = 2), then A again.
-    assert_eq!(o.boots(), 4, "{}", describe(&o));
-    assert!(events(&o, "booted").iter().all(|e| e["slot"] == "A"));
-    let console = std::fs::read_to_string(&log).unwrap_or_default();
+    let (o, console) = failing_trial("v2-panic", "panic", 360);
     assert!(console.contains("Kernel panic"), "the kernel did not panic");
-    let rb = events(&o, "rollback");
-    assert!(
-        rb[0]["reason"].as_str().unwrap().contains("2 attempt"),
-        "{rb:?}"
-    );
+    assert_eq!(app_boots(&o), [1, 2], "B never reached userspace");
 }
 
 /// Scenario 5: v2's userspace hangs before the health check; the watchdog
@@ -487,28 +486,10 @@ fn userspace_hang_is_reset_by_the_watchdog() {
     if skip("userspace_hang") {
         return;
     }
-    let f = fixtures();
-    let disk = f.disk("v1", "hang");
-    let log = f.log("hang");
-    let bad = f.bundle("v2-hang");
-    let o = boot(
-        &disk,
-        &[
-            "committed:A",
-            "installed:B",
-            "booted:A",
-            "rollback",
-            "committed:A",
-        ],
-        &[&bad],
-        420,
-        &log,
-    );
-    assert_met(&o, "hanging v2");
-    assert_eq!(o.boots(), 4, "{}", describe(&o));
+    let (o, console) = failing_trial("v2-hang", "hang", 420);
     // B's own service ran (it counted boots) but the agent never did.
     assert_eq!(app_boots(&o), [1, 2, 3, 4], "{}", describe(&o));
-    assert!(events(&o, "booted").iter().all(|e| e["slot"] == "A"));
+    assert!(console.contains("slate-init: watchdog armed (25s)"), "B armed its watchdog");
 }
 
 /// Scenario 6: tampered, wrongly signed, incompatible and rolled-back

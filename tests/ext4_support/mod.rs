@@ -49,18 +49,9 @@ pub fn run(cmd: &mut Command) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
-/// Runs a command that must succeed.
-pub fn run_ok(cmd: &mut Command) -> Output {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+#[path = "../common/mod.rs"]
+mod shared;
+pub use shared::run_ok;
 
 /// `e2fsck -fn` must find nothing (exit 0). Skips without e2fsck.
 pub fn e2fsck_clean(img: &Path) {

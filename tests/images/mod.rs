@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 /// SOURCE_DATE_EPOCH of every test build.
 pub const EPOCH: &str = "1700000000";
@@ -24,18 +24,9 @@ pub fn slate() -> Command {
     c
 }
 
-/// Runs, panicking with the output on failure.
-pub fn run_ok(c: &mut Command) -> Output {
-    let out = c.output().unwrap_or_else(|e| panic!("running {c:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{c:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+#[path = "../common/mod.rs"]
+mod shared;
+pub use shared::run_ok;
 
 /// Whether QEMU and OVMF are installed (prints why not).
 pub fn have_qemu(test: &str) -> bool {
