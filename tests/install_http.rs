@@ -121,7 +121,11 @@ fn extract_streams_a_bundle_over_http() {
     let port = serve(bundle.clone(), None);
     let out = d.path().join("rootfs.out");
     let res = extract(port, &public, &out);
-    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
     assert_eq!(sha256sum(&out), sha256sum(&build.join("rootfs.ext4")));
 
     // A connection cut in the middle: a clear error and no output file.

@@ -454,17 +454,33 @@ fn failing_trial(variant: &str, test: &str, timeout: u64) -> (QemuOutcome, Strin
     let bad = f.bundle(variant);
     let o = boot(
         &disk,
-        &["committed:A", "installed:B", "booted:A", "rollback", "committed:A"],
+        &[
+            "committed:A",
+            "installed:B",
+            "booted:A",
+            "rollback",
+            "committed:A",
+        ],
         &[&bad],
         timeout,
         &log,
     );
     assert_met(&o, variant);
     assert_eq!(o.boots(), 4, "{}", describe(&o));
-    assert!(events(&o, "booted").iter().all(|e| e["slot"] == "A"), "{}", describe(&o));
+    assert!(
+        events(&o, "booted").iter().all(|e| e["slot"] == "A"),
+        "{}",
+        describe(&o)
+    );
     let rb = events(&o, "rollback");
-    assert_eq!((rb[0]["from"].as_str(), rb[0]["to"].as_str()), (Some("B"), Some("A")));
-    assert!(rb[0]["reason"].as_str().unwrap().contains("2 attempt"), "{rb:?}");
+    assert_eq!(
+        (rb[0]["from"].as_str(), rb[0]["to"].as_str()),
+        (Some("B"), Some("A"))
+    );
+    assert!(
+        rb[0]["reason"].as_str().unwrap().contains("2 attempt"),
+        "{rb:?}"
+    );
     (o, std::fs::read_to_string(&log).unwrap_or_default())
 }
 
@@ -489,7 +505,10 @@ fn userspace_hang_is_reset_by_the_watchdog() {
     let (o, console) = failing_trial("v2-hang", "hang", 420);
     // B's own service ran (it counted boots) but the agent never did.
     assert_eq!(app_boots(&o), [1, 2, 3, 4], "{}", describe(&o));
-    assert!(console.contains("slate-init: watchdog armed (25s)"), "B armed its watchdog");
+    assert!(
+        console.contains("slate-init: watchdog armed (25s)"),
+        "B armed its watchdog"
+    );
 }
 
 /// Scenario 6: tampered, wrongly signed, incompatible and rolled-back

@@ -259,7 +259,8 @@ pub trait BootFlow {
     /// falls back to the committed slot.
     fn try_next(&mut self, slot: SlotId, tries: u32, entry: &EntrySpec)
     -> Result<(), BootEnvError>;
-    /// Commits a slot on trial: it becomes good and primary.
+    /// Commits a slot that booted healthy (on trial, including its last
+    /// attempt): it becomes good and primary.
     fn mark_good(&mut self, slot: SlotId) -> Result<(), BootEnvError>;
     /// Marks a slot bad so the loader falls back on the next boot.
     fn mark_bad(&mut self, slot: SlotId) -> Result<(), BootEnvError>;

@@ -395,13 +395,9 @@ impl BootFlow for SystemdBoot {
                 state: "unbootable",
             });
         };
-        if let SlotBootState::Bad { .. } = e.state() {
-            return Err(BootEnvError::Transition {
-                slot,
-                action: "commit",
-                state: "bad",
-            });
-        }
+        // A counter at +0-N is normal here: systemd-boot decrements before
+        // it starts the kernel, so the last allowed attempt runs with no
+        // tries left. The agent commits only the slot that booted healthy.
         e.counter = None;
         self.rename_entry(&file, &e)
     }
@@ -513,7 +509,9 @@ mod tests {
             sd.snapshot().unwrap().b,
             SlotBootState::Bad { tries_done: 2, .. }
         ));
-        assert!(sd.mark_good(SlotId::B).is_err());
+        // Its last attempt runs at +0-2: if that boot is healthy it commits.
+        sd.mark_good(SlotId::B).unwrap();
+        assert_eq!(sd.snapshot().unwrap().committed(), Some(SlotId::B));
     }
 
     #[test]
