@@ -12,7 +12,7 @@
 # Any failure here reboots: the boot loader counts the attempt and falls back
 # to the other slot once this one's tries are used up.
 
-/bin/busybox --install -s /bin
+# Applet links (sh, mount, insmod, ...) are in the archive already.
 export PATH=/bin
 mkdir -p /proc /sys /dev /run /tmp /newroot
 mount -t proc proc /proc
@@ -61,36 +61,56 @@ fi
 
 # GPT unique GUIDs are stored with the first three fields little-endian.
 guid_to_disk_hex() {
-    g=$(echo "$1" | tr 'A-F' 'a-f' | tr -d '-')
+    g=$(echo "$1" | tr 'A-F-' 'a-f ')
+    set -- $g
+    g="$1$2$3$4$5"
     echo "${g:6:2}${g:4:2}${g:2:2}${g:0:2}${g:10:2}${g:8:2}${g:14:2}${g:12:2}${g:16:16}"
 }
 
-# Prints the /dev name of the partition whose GPT unique GUID is $1.
-find_partition() {
-    want=$(guid_to_disk_hex "$1")
-    for part in /sys/class/block/*; do
-        [ -e "$part/partition" ] || continue
-        num=$(cat "$part/partition")
-        disk=$(basename "$(dirname "$(readlink -f "$part")")")
-        bs=$(cat "/sys/class/block/$disk/queue/logical_block_size" 2>/dev/null || echo 512)
+# Lists "<on-disk GUID hex> <partition device>" for every GPT partition of
+# every disk: one read of each disk's header and entry array (forks are
+# slow early in boot, so everything else is shell string work).
+scan_partitions() {
+    for sys in /sys/block/*; do
+        disk=${sys##*/}
+        read -r bs < "$sys/queue/logical_block_size" 2>/dev/null || bs=512
         hdr=$(dd if="/dev/$disk" bs="$bs" skip=1 count=1 2>/dev/null | od -A n -t x1 -v | tr -d ' \n')
         [ "${hdr:0:16}" = "4546492050415254" ] || continue   # "EFI PART"
         # PartitionEntryLBA (offset 72, 8 bytes LE) and SizeOfPartitionEntry (offset 84).
         lba=$(( 0x${hdr:158:2}${hdr:156:2}${hdr:154:2}${hdr:152:2}${hdr:150:2}${hdr:148:2}${hdr:146:2}${hdr:144:2} ))
         esz=$(( 0x${hdr:174:2}${hdr:172:2}${hdr:170:2}${hdr:168:2} ))
-        off=$(( lba * bs + (num - 1) * esz + 16 ))
-        got=$(dd if="/dev/$disk" bs=1 skip="$off" count=16 2>/dev/null | od -A n -t x1 -v | tr -d ' \n')
-        if [ "$got" = "$want" ]; then
-            basename "$part"
-            return 0
-        fi
+        max=0
+        for part in "$sys/$disk"*; do
+            [ -e "$part/partition" ] || continue
+            read -r num < "$part/partition"
+            [ "$num" -gt "$max" ] && max=$num
+        done
+        [ "$max" -gt 0 ] || continue
+        entries=$(dd if="/dev/$disk" bs="$bs" skip="$lba" count=$(( (max * esz + bs - 1) / bs )) 2>/dev/null \
+            | od -A n -t x1 -v | tr -d ' \n')
+        for part in "$sys/$disk"*; do
+            [ -e "$part/partition" ] || continue
+            read -r num < "$part/partition"
+            echo "${entries:$(( ((num - 1) * esz + 16) * 2 )):32} ${part##*/}"
+        done
     done
-    return 1
+}
+
+# Prints the /dev name of the partition whose GPT unique GUID is $1, from
+# the scan in $PARTS.
+find_partition() {
+    want=$(guid_to_disk_hex "$1")
+    echo "$PARTS" | while read -r guid dev; do
+        [ "$guid" = "$want" ] && echo "$dev" && break
+    done
 }
 
 # Block devices are probed asynchronously: wait up to 10 s for the root.
 i=0
-while ! ROOT_DEV=$(find_partition "$ROOT_GUID"); do
+while :; do
+    PARTS=$(scan_partitions)
+    ROOT_DEV=$(find_partition "$ROOT_GUID")
+    [ -n "$ROOT_DEV" ] && break
     i=$((i + 1))
     [ $i -gt 100 ] && fail "no partition with GUID $ROOT_GUID (slot $SLOT)"
     sleep 0.1
@@ -98,7 +118,7 @@ done
 
 mount -t ext4 -o ro "/dev/$ROOT_DEV" /newroot || fail "cannot mount root /dev/$ROOT_DEV (slot $SLOT)"
 
-if [ -n "$DATA_GUID" ] && DATA_DEV=$(find_partition "$DATA_GUID") \
+if [ -n "$DATA_GUID" ] && DATA_DEV=$(find_partition "$DATA_GUID") && [ -n "$DATA_DEV" ] \
     && mount -t ext4 -o rw,noatime "/dev/$DATA_DEV" /newroot/data; then
     :
 else

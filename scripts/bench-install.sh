@@ -19,11 +19,14 @@ trap 'rm -rf "$work"; [ -n "${loopdev:-}" ] && losetup -d "$loopdev" 2>/dev/null
 # random bytes, a quarter zeros (holes).
 b="$work/build"
 mkdir -p "$b"
+set +o pipefail   # head closes the pipe early by design
 {
-    while :; do cat /usr/lib/x86_64-linux-gnu/*.so* 2>/dev/null; done | head -c $((size_mib / 2))M
+    find /usr/lib/x86_64-linux-gnu -maxdepth 1 -type f -name '*.so*' | sort \
+        | xargs cat 2>/dev/null | head -c $((size_mib / 2))M
     head -c $((size_mib / 4))M /dev/urandom
     head -c $((size_mib - size_mib / 2 - size_mib / 4))M /dev/zero
 } > "$b/rootfs.ext4"
+set -o pipefail
 printf 'kernel' > "$b/vmlinuz"; printf 'initrd' > "$b/initrd.img"; printf '{}' > "$b/boot.json"
 python3 - "$b" <<'PY'
 import hashlib, json, os, sys

@@ -25,7 +25,7 @@ use super::state::{DeviceState, PendingUpdate};
 use super::system::{self, BlockPartition};
 use crate::boot_env::systemd_boot::SystemdBoot;
 use crate::boot_env::{BootFile, BootFlow, EntrySpec, SlotId};
-use crate::bundle::{self, BundleReader, Holes, TrustedKeys};
+use crate::bundle::{self, BundleReader, ChunkData, Holes, TrustedKeys};
 use crate::compose::build::BootSpec;
 pub use crate::io::source::Source;
 use crate::version::compare_versions;
@@ -336,15 +336,19 @@ fn write_artifacts(
     while let Some(a) = reader.next_artifact()? {
         match a.name.as_str() {
             "rootfs" => {
-                let mut dev = File::options()
+                let dev = File::options()
                     .write(true)
                     .open(&part.dev)
                     .with_context(|| format!("opening slot {target} ({})", part.dev.display()))?;
-                dev.seek(SeekFrom::Start(0))?;
+                // Each chunk arrives verified; holes are zeroed by the device.
+                let mut w = crate::io::blockdev::DeviceWriter::new(&dev);
                 reader
-                    .copy_artifact(&mut dev, Holes::WriteZeros, |_| {})
+                    .read_chunks(|c| match c.data {
+                        ChunkData::Bytes(b) => w.write(b),
+                        ChunkData::Zeros(n) => w.write_zeros(n),
+                    })
                     .with_context(|| format!("writing slot {target}"))?;
-                dev.sync_all()
+                w.finish()
                     .with_context(|| format!("syncing slot {target}"))?;
                 drop(dev);
                 let back = read_back(&part.dev, a.size)?;

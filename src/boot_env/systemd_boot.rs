@@ -63,10 +63,11 @@ pub fn boot_file_path(slot: SlotId, file: BootFile) -> String {
     }
 }
 
-/// The size a boot file is allocated with: 25% headroom for later
-/// versions, in whole MiB.
+/// The size a boot file is allocated with: room for later versions (a
+/// sixteenth, at least 1 MiB) in whole MiB. The loader reads the padding
+/// too, so it is kept small.
 pub fn boot_file_capacity(size: u64) -> u64 {
-    (size + size / 4).max(1).next_multiple_of(1 << 20)
+    (size + (size / 16).max(1 << 20)).next_multiple_of(1 << 20)
 }
 
 /// A parsed entry file name.
@@ -472,11 +473,11 @@ mod tests {
         let len = fs::metadata(d.path().join("slate/b/vmlinuz"))
             .unwrap()
             .len();
-        assert_eq!(len, 1 << 20, "allocated with headroom");
+        assert_eq!(len, 2 << 20, "allocated with headroom");
         sd.install_boot_file(SlotId::B, BootFile::Kernel, &mut &b"kern"[..], 4)
             .unwrap();
         let data = fs::read(d.path().join("slate/b/vmlinuz")).unwrap();
-        assert_eq!(data.len(), 1 << 20);
+        assert_eq!(data.len(), 2 << 20);
         assert_eq!(&data[..4], b"kern");
         assert!(data[4..].iter().all(|b| *b == 0), "padding is zeros");
         sd.try_next(SlotId::B, 2, &spec()).unwrap();

@@ -2,7 +2,7 @@
 //! block device, each chunk verified before it is written (what the device
 //! installer does, usable on a host to flash a slot or inspect an image).
 
-use crate::bundle::{Holes, TrustedKeys, open};
+use crate::bundle::{ChunkData, Holes, TrustedKeys, open};
 use crate::io::AtomicFile;
 use crate::progress::Progress;
 use anyhow::{Context, bail};
@@ -63,10 +63,24 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<()> {
         }
         let progress = Progress::bytes(a.size, &a.name);
         let result = match (&mut device, &mut atomic) {
-            // A device may hold old data: holes must be written as zeros.
-            (Some(dev), _) => reader.copy_artifact(dev, Holes::WriteZeros, |n| progress.inc(n)),
+            // A device may hold old data: holes are zeroed (ZERO_RANGE).
+            (Some(dev), _) => {
+                let mut w = crate::io::blockdev::DeviceWriter::new(dev);
+                reader
+                    .read_chunks(|c| {
+                        progress.inc(c.len());
+                        match c.data {
+                            ChunkData::Bytes(b) => w.write(b),
+                            ChunkData::Zeros(n) => w.write_zeros(n),
+                        }
+                    })
+                    .map_err(anyhow::Error::from)
+                    .and_then(|()| w.finish().map(|_| ()).map_err(anyhow::Error::from))
+            }
             // A new file reads as zeros: holes stay holes.
-            (None, Some(f)) => reader.copy_artifact(f.file(), Holes::Seek, |n| progress.inc(n)),
+            (None, Some(f)) => reader
+                .copy_artifact(f.file(), Holes::Seek, |n| progress.inc(n))
+                .map_err(anyhow::Error::from),
             (None, None) => unreachable!("one output is always open"),
         };
         progress.finish();

@@ -315,7 +315,8 @@ pub fn build(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<BuildOutput, 
     status("writing initramfs");
     let (busybox, busybox_size) = staged_file(&boot_pkgs, "/bin/busybox")
         .ok_or_else(|| ComposeError::Other("busybox-static has no /bin/busybox".into()))?;
-    let mut initramfs = initramfs_tree(&busybox, busybox_size, &plan, epoch)?;
+    let applets = super::rootfs::busybox_applets(&busybox)?;
+    let mut initramfs = initramfs_tree(&busybox, busybox_size, &applets, &plan, epoch)?;
     initramfs.clamp_mtimes(epoch);
     let initrd_path = w.join(files::INITRD);
     {

@@ -69,10 +69,12 @@ pub fn modules_list(plan: &ModulePlan<'_>) -> String {
     s
 }
 
-/// Builds the initramfs tree.
+/// Builds the initramfs tree: busybox with a `/bin` link per applet
+/// (`applets` as `busybox --list-full` prints them), `/init`, the modules.
 pub fn initramfs_tree(
     busybox: &Path,
     busybox_size: u64,
+    applets: &[String],
     plan: &ModulePlan<'_>,
     mtime: i64,
 ) -> Result<Tree, ComposeError> {
@@ -90,6 +92,23 @@ pub fn initramfs_tree(
         file(FileData::host(busybox, busybox_size), 0o755),
         &meta(0o755),
     )?;
+    // Links made here, not by `busybox --install` at boot: early boot is
+    // slow at creating hundreds of files.
+    for applet in applets {
+        let name = applet.rsplit('/').next().unwrap_or(applet);
+        let path = format!("/bin/{name}");
+        if name.is_empty() || name == "busybox" || t.lookup(path.as_bytes()).is_some() {
+            continue;
+        }
+        t.put(
+            path.as_bytes(),
+            Node {
+                kind: NodeKind::Symlink(b"busybox".to_vec()),
+                meta: meta(0o777),
+            },
+            &meta(0o755),
+        )?;
+    }
     t.put(
         b"/init",
         file(FileData::from_bytes(INIT_SH.as_bytes().to_vec()), 0o755),

@@ -1,6 +1,7 @@
 //! Small I/O building blocks shared by the writers, the bundle code and the agent.
 
 pub mod atomic;
+pub mod blockdev;
 pub mod hash;
 pub mod offset;
 pub mod source;
