@@ -34,7 +34,7 @@ step "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 
 step "cargo test (unit, integration and QEMU scenarios)"
-cargo test --locked --all-targets
+cargo test --locked --all-targets --no-fail-fast
 
 # The README's quick start, literally: build the default recipe and boot it.
 step "slate build recipes/minimal.toml + slate qemu"

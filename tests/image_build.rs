@@ -91,7 +91,16 @@ fn disk_is_valid_per_sgdisk_fsck_and_e2fsck() {
             .arg("::/slate/a/vmlinuz")
             .arg(&kernel_on_esp),
     );
-    assert_eq!(sha256sum(&kernel_on_esp), sha256sum(&out.join("vmlinuz")));
+    // The ESP copy is the kernel, zero-padded to its fixed capacity (so
+    // updates can overwrite it in place).
+    let on_esp = std::fs::read(&kernel_on_esp).unwrap();
+    let kernel = std::fs::read(out.join("vmlinuz")).unwrap();
+    assert_eq!(
+        on_esp.len() as u64,
+        slate::boot_env::systemd_boot::boot_file_capacity(kernel.len() as u64)
+    );
+    assert_eq!(&on_esp[..kernel.len()], &kernel[..]);
+    assert!(on_esp[kernel.len()..].iter().all(|b| *b == 0));
 
     for (n, name) in [(2, "root-a"), (3, "root-b"), (4, "data")] {
         let part = extract_partition(&disk, n, &d.path().join(format!("{name}.img")));
