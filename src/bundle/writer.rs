@@ -40,6 +40,21 @@ pub struct BundleMeta {
     pub created: u64,
 }
 
+impl BundleMeta {
+    /// The manifest of a bundle with this metadata and these artifacts.
+    fn manifest(&self, artifacts: Vec<ArtifactEntry>) -> Manifest {
+        Manifest {
+            artifacts,
+            compatible: self.compatible.clone(),
+            created: self.created,
+            format: FORMAT_VERSION,
+            name: self.name.clone(),
+            security_version: self.security_version,
+            version: self.version.clone(),
+        }
+    }
+}
+
 /// One file to put into a bundle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArtifactInput {
@@ -189,15 +204,7 @@ pub fn write_bundle<W: Write, S: Read + Write + Seek>(
     for a in artifacts {
         entries.push(chunk_artifact(a, spool, opts, &mut on_progress)?);
     }
-    let manifest = Manifest {
-        artifacts: entries,
-        compatible: meta.compatible.clone(),
-        created: meta.created,
-        format: FORMAT_VERSION,
-        name: meta.name.clone(),
-        security_version: meta.security_version,
-        version: meta.version.clone(),
-    };
+    let manifest = meta.manifest(entries);
     manifest
         .validate()
         .map_err(|e| WriteError::Input(format!("manifest: {e}")))?;
@@ -294,8 +301,8 @@ fn precheck(
         ));
     }
     // Validate names and text now with a stand-in manifest of the right shape.
-    let stand_in = Manifest {
-        artifacts: artifacts
+    let stand_in = meta.manifest(
+        artifacts
             .iter()
             .map(|a| ArtifactEntry {
                 chunk_size: cs,
@@ -311,13 +318,7 @@ fn precheck(
                 size: a.size,
             })
             .collect(),
-        compatible: meta.compatible.clone(),
-        created: meta.created,
-        format: FORMAT_VERSION,
-        name: meta.name.clone(),
-        security_version: meta.security_version,
-        version: meta.version.clone(),
-    };
+    );
     stand_in.validate().map_err(|e| WriteError::Input(e.0))
 }
 
