@@ -26,7 +26,8 @@ fail() {
     reboot -f
 }
 
-for word in $(cat /proc/cmdline); do
+read -r CMDLINE < /proc/cmdline
+for word in $CMDLINE; do
     case "$word" in
         slate.slot=*) SLOT="${word#*=}" ;;
         slate.root=*) ROOT_GUID="${word#*=}" ;;
@@ -59,22 +60,36 @@ if [ -e /dev/watchdog ]; then
     echo armed > /dev/watchdog 2>/dev/null && log "watchdog armed (${WD}s)"
 fi
 
-# GPT unique GUIDs are stored with the first three fields little-endian.
-guid_to_disk_hex() {
-    g=$(echo "$1" | tr 'A-F-' 'a-f ')
-    set -- $g
-    g="$1$2$3$4$5"
-    echo "${g:6:2}${g:4:2}${g:2:2}${g:0:2}${g:10:2}${g:8:2}${g:14:2}${g:12:2}${g:16:16}"
+# Every fork costs ~10 ms under emulation this early in boot, so the
+# partition lookup below is shell string work around one `od` per read.
+
+# Joins the words of $1 (od's output) into one hex string in HEX.
+join_hex() {
+    set -- $1
+    local IFS=
+    HEX="$*"
 }
 
-# Lists "<on-disk GUID hex> <partition device>" for every GPT partition of
-# every disk: one read of each disk's header and entry array (forks are
-# slow early in boot, so everything else is shell string work).
+# GPT unique GUIDs are stored with the first three fields little-endian:
+# sets WANT to the on-disk hex of GUID $1 (slate writes it in lower case).
+guid_to_disk_hex() {
+    g=$1
+    case "$g" in *[A-F]*) g=$(echo "$g" | tr A-F a-f) ;; esac
+    local IFS=-
+    set -- $g
+    g="$1$2$3$4$5"
+    WANT="${g:6:2}${g:4:2}${g:2:2}${g:0:2}${g:10:2}${g:8:2}${g:14:2}${g:12:2}${g:16:16}"
+}
+
+# Sets PARTS to "<on-disk GUID hex>=<partition device>" words for every GPT
+# partition of every disk: one read of each disk's header and entry array.
 scan_partitions() {
+    PARTS=
     for sys in /sys/block/*; do
         disk=${sys##*/}
         read -r bs < "$sys/queue/logical_block_size" 2>/dev/null || bs=512
-        hdr=$(dd if="/dev/$disk" bs="$bs" skip=1 count=1 2>/dev/null | od -A n -t x1 -v | tr -d ' \n')
+        join_hex "$(od -A n -t x1 -v -j "$bs" -N 92 "/dev/$disk" 2>/dev/null)"
+        hdr=$HEX
         [ "${hdr:0:16}" = "4546492050415254" ] || continue   # "EFI PART"
         # PartitionEntryLBA (offset 72, 8 bytes LE) and SizeOfPartitionEntry (offset 84).
         lba=$(( 0x${hdr:158:2}${hdr:156:2}${hdr:154:2}${hdr:152:2}${hdr:150:2}${hdr:148:2}${hdr:146:2}${hdr:144:2} ))
@@ -86,39 +101,37 @@ scan_partitions() {
             [ "$num" -gt "$max" ] && max=$num
         done
         [ "$max" -gt 0 ] || continue
-        entries=$(dd if="/dev/$disk" bs="$bs" skip="$lba" count=$(( (max * esz + bs - 1) / bs )) 2>/dev/null \
-            | od -A n -t x1 -v | tr -d ' \n')
+        join_hex "$(od -A n -t x1 -v -j $(( lba * bs )) -N $(( max * esz )) "/dev/$disk" 2>/dev/null)"
         for part in "$sys/$disk"*; do
             [ -e "$part/partition" ] || continue
             read -r num < "$part/partition"
-            echo "${entries:$(( ((num - 1) * esz + 16) * 2 )):32} ${part##*/}"
+            PARTS="$PARTS ${HEX:$(( ((num - 1) * esz + 16) * 2 )):32}=${part##*/}"
         done
     done
 }
 
-# Prints the /dev name of the partition whose GPT unique GUID is $1, from
-# the scan in $PARTS.
+# Sets DEV to the partition whose GPT unique GUID is $1, from $PARTS.
 find_partition() {
-    want=$(guid_to_disk_hex "$1")
-    echo "$PARTS" | while read -r guid dev; do
-        [ "$guid" = "$want" ] && echo "$dev" && break
+    guid_to_disk_hex "$1"
+    DEV=
+    for p in $PARTS; do
+        [ "${p%%=*}" = "$WANT" ] && DEV=${p#*=} && return 0
     done
+    return 1
 }
 
 # Block devices are probed asynchronously: wait up to 10 s for the root.
 i=0
-while :; do
-    PARTS=$(scan_partitions)
-    ROOT_DEV=$(find_partition "$ROOT_GUID")
-    [ -n "$ROOT_DEV" ] && break
+until scan_partitions; find_partition "$ROOT_GUID"; do
     i=$((i + 1))
     [ $i -gt 100 ] && fail "no partition with GUID $ROOT_GUID (slot $SLOT)"
     sleep 0.1
 done
+ROOT_DEV=$DEV
 
 mount -t ext4 -o ro "/dev/$ROOT_DEV" /newroot || fail "cannot mount root /dev/$ROOT_DEV (slot $SLOT)"
 
-if [ -n "$DATA_GUID" ] && DATA_DEV=$(find_partition "$DATA_GUID") && [ -n "$DATA_DEV" ] \
+if [ -n "$DATA_GUID" ] && find_partition "$DATA_GUID" && DATA_DEV=$DEV \
     && mount -t ext4 -o rw,noatime "/dev/$DATA_DEV" /newroot/data; then
     :
 else
