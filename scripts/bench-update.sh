@@ -29,9 +29,11 @@ for v in 1.0.0 2.0.0; do
         -e "s#^public_keys = .*#public_keys = [\"$work/key.pub\"]#" \
         recipes/minimal.toml >"$work/minimal-$v.toml"
     cp recipes/minimal.lock "$work/minimal-$v.lock"
-    "$SLATE" build "$work/minimal-$v.toml" --out-dir "$work/build-$v" >/dev/null
+    "$SLATE" build "$work/minimal-$v.toml" --out-dir "$work/build-$v" >"$work/build.log" 2>&1 ||
+        { cat "$work/build.log" >&2; exit 1; }
 done
-"$SLATE" bundle "$work/build-2.0.0" --key "$work/key.key" -o "$work/update.bundle" >/dev/null
+"$SLATE" bundle "$work/build-2.0.0" --key "$work/key.key" -o "$work/update.bundle" >"$work/build.log" 2>&1 ||
+    { cat "$work/build.log" >&2; exit 1; }
 echo "bundle: $(du -h --apparent-size "$work/update.bundle" | cut -f1), rootfs $(du -h --apparent-size "$work/build-2.0.0/rootfs.ext4" | cut -f1)"
 
 # The "t" of the first event named $1 (in slot $2, if given) on stdin.
