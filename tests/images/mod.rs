@@ -186,8 +186,14 @@ restart = "never"
 
 /// Writes `recipe` as `<dir>/<file>.toml` and builds it into `<dir>/<file>`.
 pub fn build(dir: &Path, file: &str, recipe: &Recipe) -> PathBuf {
+    build_toml(dir, file, &recipe.toml())
+}
+
+/// Writes the recipe text `toml` as `<dir>/<file>.toml` and builds it into
+/// `<dir>/<file>`.
+pub fn build_toml(dir: &Path, file: &str, toml: &str) -> PathBuf {
     let path = dir.join(format!("{file}.toml"));
-    std::fs::write(&path, recipe.toml()).unwrap();
+    std::fs::write(&path, toml).unwrap();
     let out = dir.join(file);
     run_ok(slate().arg("build").arg(&path).arg("--out-dir").arg(&out));
     out
