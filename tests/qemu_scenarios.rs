@@ -629,14 +629,37 @@ fn power_cut_trials(half: u64) {
             } => after_installing,
             _ => 0.0,
         };
-        eprintln!("power cut trial {trial}: killed {after:.2} s after `installing`");
         let was_installed = !events(&cut, "installed").is_empty();
+        eprintln!(
+            "power cut trial {trial}: killed {after:.2} s after `installing`{}",
+            if was_installed {
+                " (after `installed`)"
+            } else {
+                ""
+            }
+        );
 
         let o = boot(&disk, &["committed:B"], &[&v2], 300, &log);
         assert_met(&o, &format!("trial {trial} (cut at +{after:.2} s)"));
         let first_boot = &events(&o, "booted")[0];
-        if !was_installed {
-            assert_eq!(first_boot["slot"], "A", "trial {trial}: {}", describe(&o));
+        // Slot B only ever boots as the complete v2: the trial entry is
+        // written after the read-back check, and `installed` is printed
+        // after that, so a cut between the two (seed 33 of 50 hit it) boots
+        // B without the event having been seen.
+        if first_boot["slot"] == "B" {
+            assert_eq!(
+                first_boot["version"],
+                "2.0.0",
+                "trial {trial}: {}",
+                describe(&o)
+            );
+        } else {
+            assert_eq!(
+                first_boot["version"],
+                "1.0.0",
+                "trial {trial}: {}",
+                describe(&o)
+            );
         }
         assert!(
             events(&o, "unhealthy").is_empty(),
