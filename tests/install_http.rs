@@ -3,7 +3,7 @@
 
 mod images;
 
-use images::{keygen, run_ok, sha256sum, slate};
+use images::{keygen, sha256sum, slate};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -108,15 +108,7 @@ fn extract_streams_a_bundle_over_http() {
     let (key, public) = keygen(d.path(), "k");
     let build = build_dir(d.path());
     let bundle = d.path().join("b.slate");
-    run_ok(
-        slate()
-            .arg("bundle")
-            .arg(&build)
-            .arg("--key")
-            .arg(&key)
-            .arg("-o")
-            .arg(&bundle),
-    );
+    images::bundle(&build, &key, &bundle);
 
     let port = serve(bundle.clone(), None);
     let out = d.path().join("rootfs.out");
@@ -153,15 +145,7 @@ fn extract_refuses_an_untrusted_bundle_from_a_url() {
     let (_, other_public) = keygen(d.path(), "other");
     let build = build_dir(d.path());
     let bundle = d.path().join("b.slate");
-    run_ok(
-        slate()
-            .arg("bundle")
-            .arg(&build)
-            .arg("--key")
-            .arg(&key)
-            .arg("-o")
-            .arg(&bundle),
-    );
+    images::bundle(&build, &key, &bundle);
     let port = serve(bundle, None);
     let res = extract(port, &other_public, &d.path().join("x"));
     assert!(!res.status.success());
