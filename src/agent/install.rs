@@ -419,7 +419,7 @@ fn rest_is_zero(r: &mut dyn Read) -> Result<bool> {
         if n == 0 {
             return Ok(true);
         }
-        if buf[..n].iter().any(|b| *b != 0) {
+        if !crate::io::sparse::is_zero(&buf[..n]) {
             return Ok(false);
         }
     }

@@ -334,16 +334,9 @@ struct Done {
     job: Job,
 }
 
-fn is_zero(b: &[u8]) -> bool {
-    // Wide OR-folds vectorise; `iter().all` with its early exit does not.
-    let mut chunks = b.chunks_exact(64);
-    chunks.all(|c| c.iter().fold(0u8, |acc, x| acc | x) == 0)
-        && chunks.remainder().iter().all(|x| *x == 0)
-}
-
 fn hash_and_compress(cctx: &mut Option<zstd::bulk::Compressor<'static>>, mut job: Job) -> Done {
     let digest = Digest::of(&job.data);
-    if is_zero(&job.data) {
+    if crate::io::sparse::is_zero(&job.data) {
         return Done {
             digest,
             compressed: None,
@@ -572,17 +565,6 @@ fn copy_exact<R: Read, W: Write>(src: &mut R, dst: &mut W, len: u64) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn zero_detection() {
-        assert!(is_zero(&[0u8; 1000]));
-        for i in [0, 63, 64, 999] {
-            let mut v = vec![0u8; 1000];
-            v[i] = 1;
-            assert!(!is_zero(&v), "{i}");
-        }
-        assert!(is_zero(&[]));
-    }
 
     #[test]
     fn data_overlap_cursor() {

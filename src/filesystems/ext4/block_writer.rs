@@ -61,12 +61,12 @@ impl<W: Write + Seek> BlockWriter<W> {
         let blocks = self.buf.len() / BS;
         let mut i = 0;
         while i < blocks {
-            if is_zero(&self.buf[i * BS..(i + 1) * BS]) {
+            if crate::io::sparse::is_zero(&self.buf[i * BS..(i + 1) * BS]) {
                 i += 1;
                 continue;
             }
             let run_start = i;
-            while i < blocks && !is_zero(&self.buf[i * BS..(i + 1) * BS]) {
+            while i < blocks && !crate::io::sparse::is_zero(&self.buf[i * BS..(i + 1) * BS]) {
                 i += 1;
             }
             let offset = (self.start + run_start as u64) * BLOCK_SIZE;
@@ -88,12 +88,6 @@ impl<W: Write + Seek> BlockWriter<W> {
         self.out.flush()?;
         Ok(self.written)
     }
-}
-
-/// Whether a block is all zero (word-wise, which the compiler vectorizes).
-fn is_zero(b: &[u8]) -> bool {
-    b.chunks_exact(16)
-        .all(|w| u128::from_ne_bytes(w.try_into().unwrap_or([1; 16])) == 0)
 }
 
 #[cfg(test)]
