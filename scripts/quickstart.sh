@@ -18,5 +18,10 @@ fi
 cargo build --release --locked
 slate=target/release/slate
 [ -e keys/dev.pub ] || "$slate" keygen keys/dev
-"$slate" build recipes/minimal.toml
+# The committed lock is used as is (--locked): its packages come from the
+# cache, a vendor directory (vendor/minimal, made by `slate vendor`), the
+# archive, or the Debian snapshot of the day the lock was resolved.
+args=(--locked)
+[ -d vendor/minimal ] && args+=(--vendor vendor/minimal)
+"$slate" build recipes/minimal.toml "${args[@]}"
 exec "$slate" qemu out/minimal/disk.img --snapshot --expect healthy:A --expect committed:A

@@ -24,6 +24,22 @@ impl Progress {
         Self::with_template(total, label, "{msg:>12} [{bar:30}] {pos}/{len}")
     }
 
+    /// A spinner for work of unknown length, labelled `label`.
+    pub fn spinner(label: &str) -> Self {
+        let bar = if std::io::stderr().is_terminal() {
+            let b = ProgressBar::new_spinner();
+            if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} {elapsed}") {
+                b.set_style(style);
+            }
+            b.enable_steady_tick(std::time::Duration::from_millis(120));
+            b
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_message(label.to_string());
+        Self { bar }
+    }
+
     fn with_template(total: u64, label: &str, template: &str) -> Self {
         let bar = if std::io::stderr().is_terminal() {
             let b = ProgressBar::new(total);

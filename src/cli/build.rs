@@ -15,8 +15,15 @@ pub struct BuildArgs {
     #[arg(long, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
     /// Resolve packages again and rewrite the lock file beside the recipe.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "locked")]
     pub update_lock: bool,
+    /// Fail if the lock file is missing or would change.
+    #[arg(long)]
+    pub locked: bool,
+    /// Take locked packages from this directory (see slate vendor); with it
+    /// a locked build needs no network.
+    #[arg(long, value_name = "DIR")]
+    pub vendor: Option<PathBuf>,
 }
 
 /// Runs `slate build`.
@@ -26,6 +33,8 @@ pub fn run(args: BuildArgs) -> Result<()> {
         recipe: args.recipe.clone(),
         out_dir: args.out_dir,
         update_lock: args.update_lock,
+        locked: args.locked,
+        vendor: args.vendor,
         cache: crate::packages::cache_dir(),
         agent,
     };

@@ -12,6 +12,7 @@ pub mod mkfs;
 pub mod mkfs_cpio;
 pub mod mkfs_fat;
 pub mod qemu;
+pub mod vendor;
 pub mod verify;
 
 /// slate: compose minimal, immutable A/B OS images and update them safely.
@@ -28,6 +29,8 @@ pub struct Cli {
 pub enum Command {
     /// Build a bootable A/B disk image from a recipe.
     Build(build::BuildArgs),
+    /// Copy every locked package of a recipe into a directory.
+    Vendor(vendor::VendorArgs),
     /// Build a filesystem image from a directory, without root.
     #[command(subcommand)]
     Mkfs(mkfs::Mkfs),
@@ -51,6 +54,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Build(a) => build::run(a),
+        Command::Vendor(a) => vendor::run(a),
         Command::Mkfs(cmd) => mkfs::run(cmd),
         Command::Keygen(a) => keygen::run(a),
         Command::Bundle(a) => bundle::run(a),

@@ -44,6 +44,10 @@ pub struct BuildOptions {
     pub out_dir: Option<PathBuf>,
     /// Re-resolve packages even if the lock matches.
     pub update_lock: bool,
+    /// Fail if the lock would change.
+    pub locked: bool,
+    /// Vendor directory of .deb files (overrides `[apt] vendor`).
+    pub vendor: Option<PathBuf>,
     /// Package cache.
     pub cache: PathBuf,
     /// The executable embedded as the agent.
@@ -287,7 +291,12 @@ fn resolve_inputs(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<Inputs, 
         .clone()
         .unwrap_or_else(|| PathBuf::from("out").join(&recipe.name));
     check_keys_readable(&recipe)?;
-    let packages = packages::provide(&recipe, &opts.cache, opts.update_lock, status)?;
+    let provide = packages::ProvideOptions {
+        update_lock: opts.update_lock,
+        locked: opts.locked,
+        vendor: opts.vendor.clone(),
+    };
+    let packages = packages::provide(&recipe, &opts.cache, &provide, status)?;
     Ok(Inputs {
         recipe,
         out_dir,

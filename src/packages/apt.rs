@@ -90,7 +90,7 @@ impl Apt {
             crate::io::hash::hex(&h.finalize()[..8])
         };
         let root = cache_dir.join("apt").join(key);
-        for d in ["lists/partial", "cache/archives/partial", "empty", "debs"] {
+        for d in ["lists/partial", "cache/archives/partial", "empty"] {
             let p = root.join(d);
             std::fs::create_dir_all(&p).map_err(io("creating", &p))?;
         }
@@ -142,21 +142,6 @@ impl Apt {
         Ok(f)
     }
 
-    /// Directory where downloaded .deb files are kept.
-    pub fn debs_dir(&self) -> PathBuf {
-        self.root.join("debs")
-    }
-
-    /// Whether package lists have been downloaded at least once.
-    pub fn has_lists(&self) -> bool {
-        std::fs::read_dir(self.root.join("lists"))
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .any(|e| e.file_name().to_string_lossy().ends_with("_Packages"))
-            })
-            .unwrap_or(false)
-    }
-
     fn command(&self) -> Command {
         let r = &self.root;
         let mut c = Command::new("apt-get");
@@ -175,10 +160,17 @@ impl Apt {
             "APT::Install-Recommends=false".to_string(),
             "APT::Install-Suggests=false".to_string(),
             "Acquire::Languages=none".to_string(),
+            // Print SHA-256 (not MD5) with every URI.
+            "Acquire::ForceHash=SHA256".to_string(),
             "quiet=1".to_string(),
         ];
         for o in opts {
             c.arg("-o").arg(o);
+        }
+        // Snapshot Release files are past their Valid-Until by design; their
+        // signatures are still checked.
+        if self.spec.snapshot.is_some() {
+            c.arg("-o").arg("Acquire::Check-Valid-Until=false");
         }
         // apt drops to its _apt user only when run as root, and _apt cannot
         // write our private directories; unprivileged runs need nothing.
@@ -228,100 +220,124 @@ impl Apt {
         self.run("update", &["update"]).map(|_| ())
     }
 
-    /// The full dependency closure of `packages` on an empty system, sorted by name.
-    pub fn resolve(&self, packages: &[String]) -> Result<Vec<PackageVersion>, AptError> {
+    /// The full dependency closure of `packages` on an empty system with
+    /// where each package is downloaded from, in one apt run, sorted by name.
+    pub fn resolve_uris(&self, packages: &[String]) -> Result<Vec<ResolvedUri>, AptError> {
         if packages.is_empty() {
             return Ok(Vec::new());
         }
-        let mut args = vec!["install", "--simulate", "--no-install-recommends"];
+        let mut args = vec!["install", "--print-uris", "-y", "--no-install-recommends"];
         args.extend(packages.iter().map(String::as_str));
         let out = self.run("resolving packages", &args)?;
-        let mut found = parse_simulation(&out);
-        found.sort();
-        found.dedup();
+        let mut found = Vec::new();
+        for u in out.lines().filter_map(parse_print_uri) {
+            let pv = parse_deb_file_name(&u.file_name).ok_or_else(|| AptError::Failed {
+                action: "resolving packages".into(),
+                message: format!("unexpected file name {:?}", u.file_name),
+            })?;
+            found.push(ResolvedUri {
+                package: pv,
+                uri: u,
+            });
+        }
+        found.sort_by(|a, b| a.package.cmp(&b.package));
+        found.dedup_by(|a, b| a.package == b.package);
         Ok(found)
     }
 
-    /// Where apt would download `pkg` from.
-    pub fn uri(&self, pkg: &PackageVersion) -> Result<PackageUri, AptError> {
-        let spec = format!("{}={}", pkg.name, pkg.version);
-        let out = self.run(
-            &format!("locating {spec}"),
-            &["download", "--print-uris", &spec],
-        )?;
-        out.lines()
-            .find_map(parse_print_uri)
-            .ok_or_else(|| AptError::Failed {
-                action: format!("locating {spec}"),
-                message: "apt printed no download address".into(),
+    /// The newest `Date` of the downloaded Release files (every suite,
+    /// security included) as a snapshot timestamp (`YYYYMMDDTHHMMSSZ`): the
+    /// archive state a resolution saw.
+    pub fn release_timestamp(&self) -> Option<String> {
+        let dir = std::fs::read_dir(self.root.join("lists")).ok()?;
+        dir.filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.to_string_lossy().ends_with("_InRelease"))
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .filter_map(|text| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix("Date:"))
+                    .and_then(|d| rfc2822_to_timestamp(d.trim()))
             })
-    }
-
-    /// Downloads `pkg` into the cache (unless a verified copy is there) and
-    /// returns its path and sha256.
-    pub fn fetch(&self, pkg: &PackageVersion) -> Result<(PathBuf, String), AptError> {
-        let uri = self.uri(pkg)?;
-        let dest = self.debs_dir().join(&uri.file_name);
-        if dest.exists() {
-            let found = sha256_file(&dest)?;
-            if found == uri.sha256 {
-                return Ok((dest, found));
-            }
-            std::fs::remove_file(&dest).map_err(io("removing", &dest))?;
-        }
-        // apt-get download writes into its working directory; use a private
-        // one so a half-downloaded file never appears under the final name.
-        let tmp = tempfile::Builder::new()
-            .prefix(".download.")
-            .tempdir_in(self.debs_dir())
-            .map_err(io("creating a temp dir in", &self.debs_dir()))?;
-        let spec = format!("{}={}", pkg.name, pkg.version);
-        let out = self
-            .command()
-            .current_dir(tmp.path())
-            .args(["download", &spec])
-            .output()
-            .map_err(AptError::Spawn)?;
-        let got = tmp.path().join(&uri.file_name);
-        if !out.status.success() || !got.exists() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            return Err(AptError::Failed {
-                action: format!("downloading {spec}"),
-                message: stderr
-                    .lines()
-                    .filter(|l| l.starts_with("E:"))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            });
-        }
-        let found = sha256_file(&got)?;
-        if found != uri.sha256 {
-            return Err(AptError::Checksum {
-                path: got,
-                expected: uri.sha256,
-                found,
-            });
-        }
-        std::fs::rename(&got, &dest).map_err(io("storing", &dest))?;
-        Ok((dest, found))
+            .max()
     }
 }
 
-/// Parses `Inst name (version suite [arch])` lines of `apt-get -s install`.
-pub fn parse_simulation(out: &str) -> Vec<PackageVersion> {
-    out.lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix("Inst ")?;
-            let (name, rest) = rest.split_once(' ')?;
-            // "Inst pkg [oldver] (newver ...)" appears for upgrades; skip to '('.
-            let rest = &rest[rest.find('(')? + 1..];
-            let version = rest.split([' ', ')']).next()?;
-            Some(PackageVersion {
-                name: name.to_string(),
-                version: version.to_string(),
-            })
-        })
-        .collect()
+/// A package of a resolved closure and its download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedUri {
+    /// Name and version.
+    pub package: PackageVersion,
+    /// Download.
+    pub uri: PackageUri,
+}
+
+/// `name_1%3a2.0-1_amd64.deb` -> (`name`, `1:2.0-1`).
+pub fn parse_deb_file_name(file: &str) -> Option<PackageVersion> {
+    let stem = file.strip_suffix(".deb")?;
+    let mut parts = stem.split('_');
+    let name = parts.next()?;
+    let version = parts.next()?;
+    parts.next()?;
+    if parts.next().is_some() || name.is_empty() || version.is_empty() {
+        return None;
+    }
+    Some(PackageVersion {
+        name: percent_decode(name)?,
+        version: percent_decode(version)?,
+    })
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// `Sat, 29 Nov 2026 09:12:33 UTC` -> `20261129T091233Z`.
+pub fn rfc2822_to_timestamp(date: &str) -> Option<String> {
+    let mut f = date.split_whitespace();
+    let _weekday = f.next()?;
+    let day: u32 = f.next()?.parse().ok()?;
+    let month = match f.next()? {
+        "Jan" => 1,
+        "Feb" => 2,
+        "Mar" => 3,
+        "Apr" => 4,
+        "May" => 5,
+        "Jun" => 6,
+        "Jul" => 7,
+        "Aug" => 8,
+        "Sep" => 9,
+        "Oct" => 10,
+        "Nov" => 11,
+        "Dec" => 12,
+        _ => return None,
+    };
+    let year: u32 = f.next()?.parse().ok()?;
+    let hms: Vec<u32> = f
+        .next()?
+        .split(':')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    if hms.len() != 3 || !matches!(f.next(), Some("UTC") | Some("GMT") | Some("+0000")) {
+        return None;
+    }
+    Some(format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
+        hms[0], hms[1], hms[2]
+    ))
 }
 
 /// Parses `'URI' file size SHA256:hex` from `apt-get download --print-uris`.
@@ -351,24 +367,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_simulation_output() {
-        let out = "Reading package lists...\n\
-            Inst libc6 (2.36-9+deb12u14 Debian:12.15/oldstable [amd64]) []\n\
-            Inst jq (1.6-2.1+deb12u3 Debian-Security:12/oldstable-security [amd64])\n\
-            Conf jq (1.6-2.1+deb12u3 Debian-Security:12/oldstable-security [amd64])\n";
+    fn parses_file_names_and_dates() {
+        let pv = parse_deb_file_name("busybox-static_1%3a1.35.0-4+deb12u1+b1_amd64.deb").unwrap();
+        assert_eq!(pv.name, "busybox-static");
+        assert_eq!(pv.version, "1:1.35.0-4+deb12u1+b1");
+        assert!(parse_deb_file_name("a_b.deb").is_none());
+        assert!(parse_deb_file_name("a_1_amd64_x.deb").is_none());
         assert_eq!(
-            parse_simulation(out),
-            vec![
-                PackageVersion {
-                    name: "libc6".into(),
-                    version: "2.36-9+deb12u14".into()
-                },
-                PackageVersion {
-                    name: "jq".into(),
-                    version: "1.6-2.1+deb12u3".into()
-                },
-            ]
+            rfc2822_to_timestamp("Sat, 29 Nov 2026 09:12:33 UTC").as_deref(),
+            Some("20261129T091233Z")
         );
+        assert!(rfc2822_to_timestamp("Sat, 29 Foo 2026 09:12:33 UTC").is_none());
     }
 
     #[test]

@@ -4,8 +4,19 @@
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// Current lock file format.
-pub const LOCK_VERSION: u32 = 1;
+/// Current lock file format (2 added download paths and the snapshot).
+pub const LOCK_VERSION: u32 = 2;
+
+/// Which archive of the `[apt]` configuration a package comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Archive {
+    /// The main mirror (`[apt] mirror`), suites `<suite>` and `<suite>-updates`.
+    #[default]
+    Main,
+    /// The security mirror (`[apt] security_mirror`).
+    Security,
+}
 
 /// What a package is used for in the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -47,6 +58,13 @@ pub struct LockedPackage {
     pub file: String,
     /// SHA-256 of the .deb.
     pub sha256: String,
+    /// Size of the .deb in bytes.
+    pub size: u64,
+    /// The archive it was found in.
+    pub archive: Archive,
+    /// Path below the archive root (`pool/main/...`): the same on every
+    /// mirror and on the snapshot service.
+    pub path: String,
 }
 
 /// A whole lock file.
@@ -57,6 +75,12 @@ pub struct LockFile {
     pub version: u32,
     /// What it was resolved from.
     pub inputs: LockInputs,
+    /// Snapshot timestamp (`YYYYMMDDTHHMMSSZ`) of the archive state the lock
+    /// was resolved against: the recipe's `[apt] snapshot`, else the Date of
+    /// the main suite's Release file. Builds fetch packages the archive has
+    /// dropped from the snapshot service at this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
     /// The packages, sorted by role then name.
     #[serde(rename = "package", default)]
     pub packages: Vec<LockedPackage>,
@@ -104,6 +128,18 @@ impl LockFile {
                 });
             }
         };
+        #[derive(Deserialize)]
+        struct Version {
+            version: u32,
+        }
+        if let Ok(v) = toml::from_str::<Version>(&text) {
+            if v.version == 1 {
+                return Err(LockError::Invalid {
+                    path: path.to_path_buf(),
+                    message: "format 1 records no download paths".into(),
+                });
+            }
+        }
         let lock: LockFile = toml::from_str(&text).map_err(|e| LockError::Invalid {
             path: path.to_path_buf(),
             message: e.message().to_string(),
@@ -161,6 +197,7 @@ mod tests {
                 kernel: "linux-image-cloud-amd64".into(),
                 boot: vec!["systemd-boot-efi".into()],
             },
+            snapshot: Some("20261125T000000Z".into()),
             packages: vec![
                 LockedPackage {
                     role: Role::Rootfs,
@@ -168,6 +205,9 @@ mod tests {
                     version: "1".into(),
                     file: "zz_1_amd64.deb".into(),
                     sha256: "ab".into(),
+                    size: 10,
+                    archive: Archive::Main,
+                    path: "pool/main/z/zz/zz_1_amd64.deb".into(),
                 },
                 LockedPackage {
                     role: Role::Kernel,
@@ -175,6 +215,9 @@ mod tests {
                     version: "2".into(),
                     file: "aa_2_amd64.deb".into(),
                     sha256: "cd".into(),
+                    size: 20,
+                    archive: Archive::Security,
+                    path: "pool/updates/main/a/aa/aa_2_amd64.deb".into(),
                 },
             ],
         };
@@ -189,7 +232,10 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
-        std::fs::write(&p, "version = 1\n[inputs]\nbogus = 1\n").unwrap();
+        std::fs::write(&p, "version = 1\n").unwrap();
+        let e = LockFile::load(&p).unwrap_err().to_string();
+        assert!(e.contains("format 1") && e.contains("--update-lock"), "{e}");
+        std::fs::write(&p, "version = 2\n[inputs]\nbogus = 1\n").unwrap();
         let e = LockFile::load(&p).unwrap_err().to_string();
         assert!(e.contains("x.lock"), "{e}");
     }

@@ -3,11 +3,14 @@
 
 pub mod apt;
 pub mod deb;
+pub mod fetch;
 pub mod lock;
+pub mod vendor;
 
 use crate::recipe::{KernelSource, Recipe, RecipeError};
-use apt::{Apt, AptError, PackageVersion};
-use lock::{LOCK_VERSION, LockFile, LockInputs, LockedPackage, Role};
+use apt::{Apt, AptError, ResolvedUri};
+use fetch::{Missing, Sources};
+use lock::{Archive, LOCK_VERSION, LockFile, LockInputs, LockedPackage, Role};
 use std::path::{Path, PathBuf};
 
 /// Packages the boot chain always needs: the boot loader, and busybox for the
@@ -26,18 +29,22 @@ pub enum PackagesError {
     /// The lock file is unusable.
     #[error(transparent)]
     Lock(#[from] lock::LockError),
-    /// A locked version is gone from the archive.
-    #[error(
-        "{lock}: {name} {version} is no longer available from the archive ({reason}); run slate build --update-lock"
-    )]
-    Stale {
+    /// Locked packages that no source could provide.
+    #[error("{}", unavailable_message(.lock, .missing))]
+    Unavailable {
         /// Lock path.
         lock: String,
-        /// Package.
-        name: String,
-        /// Locked version.
-        version: String,
-        /// apt's message.
+        /// The packages and the sources tried for each.
+        missing: Vec<Missing>,
+    },
+    /// `--locked` and the lock would change.
+    #[error(
+        "{lock}: {reason}; --locked forbids changing the lock (build without --locked to resolve again)"
+    )]
+    LockWouldChange {
+        /// Lock path.
+        lock: String,
+        /// Why it would change.
         reason: String,
     },
     /// The kernel package does not contain a kernel.
@@ -90,9 +97,14 @@ fn inputs_for(recipe: &Recipe) -> LockInputs {
         // init and /bin/sh come from busybox.
         rootfs.push("busybox-static".into());
     }
+    let snapshot = a
+        .snapshot
+        .as_ref()
+        .map(|t| format!(" snapshot={t}"))
+        .unwrap_or_default();
     LockInputs {
         apt: format!(
-            "{} {} {} security={} arch={}",
+            "{} {} {} security={} arch={}{snapshot}",
             a.mirror,
             a.suite,
             a.components.join(","),
@@ -108,94 +120,174 @@ fn inputs_for(recipe: &Recipe) -> LockInputs {
     }
 }
 
-/// Resolves (or reads from the lock), downloads and verifies the recipe's
-/// packages, then writes the lock file beside the recipe.
+fn unavailable_message(lock: &str, missing: &[Missing]) -> String {
+    let Some(first) = missing.first() else {
+        return format!("{lock}: no package missing");
+    };
+    let p = &first.package;
+    let tried: Vec<String> = first
+        .tried
+        .iter()
+        .map(|(source, why)| format!("{source}: {why}"))
+        .collect();
+    let more = if missing.len() > 1 {
+        let names: Vec<&str> = missing[1..]
+            .iter()
+            .map(|m| m.package.name.as_str())
+            .collect();
+        format!(" (also missing: {})", names.join(", "))
+    } else {
+        String::new()
+    };
+    format!(
+        "{lock}: cannot obtain {} {} (sha256 {}) from any source [{}]{more}; \
+         either run `slate build --update-lock` to move to the archive's current versions, \
+         or build from a vendor directory that has it (`slate vendor` writes one; \
+         then `--vendor DIR` or `[apt] vendor`)",
+        p.name,
+        p.version,
+        p.sha256,
+        tried.join("; ")
+    )
+}
+
+/// How [`provide`] may use the lock.
+#[derive(Debug, Clone, Default)]
+pub struct ProvideOptions {
+    /// Resolve again even if the lock matches the recipe.
+    pub update_lock: bool,
+    /// Fail instead of changing the lock.
+    pub locked: bool,
+    /// Vendor directory (overrides `[apt] vendor`).
+    pub vendor: Option<PathBuf>,
+}
+
+/// The `[apt]` configuration apt resolves against: a pinned snapshot
+/// replaces the live mirrors.
+pub fn effective_apt(recipe: &Recipe) -> crate::recipe::AptSpec {
+    let mut a = recipe.apt.clone();
+    if let Some(ts) = &a.snapshot {
+        a.mirror = format!("{}/debian/{ts}", a.snapshot_mirror);
+        if !a.security_mirror.is_empty() {
+            a.security_mirror = format!("{}/debian-security/{ts}", a.snapshot_mirror);
+        }
+    }
+    a
+}
+
+/// Where a build's packages may come from, in order.
+pub fn sources(recipe: &Recipe, lock: &LockFile, cache: &Path, vendor: Option<&Path>) -> Sources {
+    let a = effective_apt(recipe);
+    let vendor = vendor
+        .map(Path::to_path_buf)
+        .or_else(|| recipe.apt.vendor.as_ref().map(|v| recipe.dir().join(v)));
+    Sources {
+        cache: cache.join("debs-sha256"),
+        vendor,
+        mirror: a.mirror,
+        security_mirror: a.security_mirror,
+        snapshot: lock
+            .snapshot
+            .as_ref()
+            .map(|t| (recipe.apt.snapshot_mirror.clone(), t.clone())),
+    }
+}
+
+/// Reads the lock beside the recipe (resolving it again when it is missing,
+/// does not match the recipe, or `update_lock` is set), obtains every locked
+/// package from the first source that has its exact bytes, and writes the
+/// lock only once all of them are there.
 pub fn provide(
     recipe: &Recipe,
     cache: &Path,
-    update_lock: bool,
+    opts: &ProvideOptions,
     status: &dyn Fn(&str),
 ) -> Result<ResolvedPackages, PackagesError> {
-    let apt = Apt::new(cache, &recipe.apt)?;
-    let _lock = apt.lock()?;
     let lock_path = lock::lock_path(&recipe.path);
-    let inputs = inputs_for(recipe);
-    let existing = if update_lock {
-        None
-    } else {
-        LockFile::load(&lock_path)?.filter(|l| l.inputs == inputs)
-    };
-    let lock = match existing {
-        Some(l) => l,
-        None => {
-            status("resolving packages");
-            apt.update()?;
-            resolve(recipe, &apt, inputs)?
-        }
-    };
-    let mut packages = Vec::new();
-    for p in &lock.packages {
-        let cached = apt.debs_dir().join(&p.file);
-        if cached.exists() && apt::sha256_file(&cached)? == p.sha256 {
-            packages.push(FetchedPackage {
-                locked: p.clone(),
-                path: cached,
-            });
-            continue;
-        }
-        status(&format!("downloading {} {}", p.name, p.version));
-        let pv = PackageVersion {
-            name: p.name.clone(),
-            version: p.version.clone(),
-        };
-        let fetched = match apt.fetch(&pv) {
-            Ok(f) => f,
-            Err(_) if !apt.has_lists() => {
-                apt.update()?;
-                apt.fetch(&pv).map_err(|e| stale(&lock_path, p, e))?
-            }
-            Err(e) => {
-                // The lists may be older than the lock: refresh once.
-                apt.update()?;
-                apt.fetch(&pv).map_err(|_| stale(&lock_path, p, e))?
-            }
-        };
-        if fetched.1 != p.sha256 {
-            return Err(PackagesError::Stale {
-                lock: lock_path.display().to_string(),
-                name: p.name.clone(),
-                version: p.version.clone(),
-                reason: format!(
-                    "archive now has sha256 {} instead of {}",
-                    fetched.1, p.sha256
-                ),
-            });
-        }
-        packages.push(FetchedPackage {
+    let lock = current_lock(recipe, cache, &lock_path, opts, status)?;
+    let sources = sources(recipe, &lock, cache, opts.vendor.as_deref());
+    let paths = sources
+        .obtain_all(&lock.packages, status)
+        .map_err(|missing| PackagesError::Unavailable {
+            lock: lock_path.display().to_string(),
+            missing,
+        })?;
+    let packages = lock
+        .packages
+        .iter()
+        .zip(paths)
+        .map(|(p, path)| FetchedPackage {
             locked: p.clone(),
-            path: fetched.0,
-        });
-    }
+            path,
+        })
+        .collect();
     lock.store(&lock_path)?;
     Ok(ResolvedPackages { lock, packages })
 }
 
-fn stale(lock_path: &Path, p: &LockedPackage, e: AptError) -> PackagesError {
-    PackagesError::Stale {
-        lock: lock_path.display().to_string(),
-        name: p.name.clone(),
-        version: p.version.clone(),
-        reason: e.to_string(),
+/// The lock to build from: the file when it matches the recipe, else a
+/// fresh resolution (refused under `--locked`).
+fn current_lock(
+    recipe: &Recipe,
+    cache: &Path,
+    lock_path: &Path,
+    opts: &ProvideOptions,
+    status: &dyn Fn(&str),
+) -> Result<LockFile, PackagesError> {
+    let inputs = inputs_for(recipe);
+    let existing = LockFile::load(lock_path);
+    if opts.locked {
+        let reason = match (&existing, opts.update_lock) {
+            (_, true) => Some("--update-lock asks to rewrite it".to_string()),
+            (Err(e), _) => Some(e.to_string()),
+            (Ok(None), _) => Some("there is no lock file".to_string()),
+            (Ok(Some(l)), _) if l.inputs != inputs => {
+                Some("the recipe's packages or [apt] settings changed".to_string())
+            }
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            return Err(PackagesError::LockWouldChange {
+                lock: lock_path.display().to_string(),
+                reason,
+            });
+        }
     }
+    if !opts.update_lock {
+        if let Some(l) = existing?.filter(|l| l.inputs == inputs) {
+            return Ok(l);
+        }
+    }
+    let apt = Apt::new(cache, &effective_apt(recipe))?;
+    let _guard = apt.lock()?;
+    status("resolving packages");
+    let progress = crate::progress::Progress::spinner("resolving");
+    apt.update()?;
+    let lock = resolve(recipe, &apt, inputs);
+    progress.finish();
+    lock
 }
 
+/// Resolves the three closures (image, kernel, boot chain) with one apt run
+/// each, concurrently, then pins every package with its path and digest.
 fn resolve(recipe: &Recipe, apt: &Apt, inputs: LockInputs) -> Result<LockFile, PackagesError> {
-    let mut packages = Vec::new();
-    // Resolve each requested rootfs package alone first, so an unknown name
-    // is reported against its own recipe field.
-    let closure = match apt.resolve(&inputs.rootfs) {
-        Ok(c) => c,
-        Err(AptError::UnknownPackage(name)) => {
+    let kernel_req: Vec<String> = if inputs.kernel.is_empty() {
+        Vec::new()
+    } else {
+        vec![inputs.kernel.clone()]
+    };
+    let (rootfs, kernel, boot) = std::thread::scope(|s| {
+        let r = s.spawn(|| apt.resolve_uris(&inputs.rootfs));
+        let k = s.spawn(|| apt.resolve_uris(&kernel_req));
+        let b = apt.resolve_uris(&inputs.boot);
+        (
+            r.join().unwrap_or_else(|_| Err(panicked())),
+            k.join().unwrap_or_else(|_| Err(panicked())),
+            b,
+        )
+    });
+    let rootfs = rootfs.map_err(|e| match e {
+        AptError::UnknownPackage(name) => {
             let field = recipe
                 .rootfs
                 .packages
@@ -207,29 +299,22 @@ fn resolve(recipe: &Recipe, apt: &Apt, inputs: LockInputs) -> Result<LockFile, P
                 "unknown package {name:?} (not in {} {})",
                 recipe.apt.mirror, recipe.apt.suite
             );
-            return Err(recipe.error(&field, message).into());
+            recipe.error(&field, message).into()
         }
-        Err(e) => return Err(e.into()),
-    };
-    for pv in closure {
-        packages.push((Role::Rootfs, pv));
-    }
+        e => PackagesError::from(e),
+    })?;
+    let kernel = kernel.map_err(|e| match e {
+        AptError::UnknownPackage(name) => recipe
+            .error("kernel.package", format!("unknown package {name:?}"))
+            .into(),
+        e => PackagesError::from(e),
+    })?;
+    let boot = boot?;
+
+    let mut packages: Vec<(Role, ResolvedUri)> =
+        rootfs.into_iter().map(|p| (Role::Rootfs, p)).collect();
     if !inputs.kernel.is_empty() {
-        let closure = match apt.resolve(std::slice::from_ref(&inputs.kernel)) {
-            Ok(c) => c,
-            Err(AptError::UnknownPackage(name)) => {
-                return Err(recipe
-                    .error("kernel.package", format!("unknown package {name:?}"))
-                    .into());
-            }
-            Err(e) => return Err(e.into()),
-        };
-        // Only the kernel images matter: their maintainer-script
-        // dependencies (initramfs-tools, kmod, ...) are not used.
-        let images: Vec<_> = closure
-            .into_iter()
-            .filter(|p| p.name.starts_with("linux-image-"))
-            .collect();
+        let images = kernel_images(kernel);
         if images.is_empty() {
             return Err(recipe
                 .error(
@@ -238,25 +323,32 @@ fn resolve(recipe: &Recipe, apt: &Apt, inputs: LockInputs) -> Result<LockFile, P
                 )
                 .into());
         }
-        for pv in images {
-            packages.push((Role::Kernel, pv));
-        }
+        packages.extend(images.into_iter().map(|p| (Role::Kernel, p)));
     }
-    for name in &inputs.boot {
-        let closure = apt.resolve(std::slice::from_ref(name))?;
-        if let Some(pv) = closure.into_iter().find(|p| &p.name == name) {
-            packages.push((Role::Boot, pv));
-        }
-    }
+    packages.extend(
+        boot.into_iter()
+            .filter(|p| inputs.boot.contains(&p.package.name))
+            .map(|p| (Role::Boot, p)),
+    );
+
+    let spec = effective_apt(recipe);
     let mut locked = Vec::new();
-    for (role, pv) in packages {
-        let uri = apt.uri(&pv)?;
+    for (role, r) in packages {
+        let (archive, path) = locate(&r.uri.uri, &spec).ok_or_else(|| {
+            PackagesError::Apt(AptError::Failed {
+                action: format!("locating {}", r.package.name),
+                message: format!("{} is not below a configured mirror", r.uri.uri),
+            })
+        })?;
         locked.push(LockedPackage {
             role,
-            name: pv.name,
-            version: pv.version,
-            file: uri.file_name,
-            sha256: uri.sha256,
+            name: r.package.name,
+            version: r.package.version,
+            file: r.uri.file_name,
+            sha256: r.uri.sha256,
+            size: r.uri.size,
+            archive,
+            path,
         });
     }
     locked.sort();
@@ -264,6 +356,75 @@ fn resolve(recipe: &Recipe, apt: &Apt, inputs: LockInputs) -> Result<LockFile, P
     Ok(LockFile {
         version: LOCK_VERSION,
         inputs,
+        snapshot: recipe
+            .apt
+            .snapshot
+            .clone()
+            .or_else(|| apt.release_timestamp()),
         packages: locked,
     })
+}
+
+fn panicked() -> AptError {
+    AptError::Failed {
+        action: "resolving packages".into(),
+        message: "resolver thread panicked".into(),
+    }
+}
+
+/// Only the kernel images carry bytes into the image: their
+/// maintainer-script dependencies (initramfs-tools, kmod, ...) are not used,
+/// and a metapackage (`linux-image-cloud-amd64`) holds only documentation.
+fn kernel_images(closure: Vec<ResolvedUri>) -> Vec<ResolvedUri> {
+    let images: Vec<ResolvedUri> = closure
+        .into_iter()
+        .filter(|p| p.package.name.starts_with("linux-image-"))
+        .collect();
+    let versioned = |p: &ResolvedUri| {
+        p.package.name["linux-image-".len()..].starts_with(|c: char| c.is_ascii_digit())
+    };
+    if images.iter().any(versioned) {
+        images.into_iter().filter(versioned).collect()
+    } else {
+        images
+    }
+}
+
+/// Which archive a download URL belongs to, and its path below the root.
+fn locate(uri: &str, spec: &crate::recipe::AptSpec) -> Option<(Archive, String)> {
+    for (archive, base) in [
+        (Archive::Security, &spec.security_mirror),
+        (Archive::Main, &spec.mirror),
+    ] {
+        if base.is_empty() {
+            continue;
+        }
+        let prefix = format!("{}/", base.trim_end_matches('/'));
+        if let Some(path) = uri.strip_prefix(&prefix) {
+            return Some((archive, path.to_string()));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_map_to_their_archive() {
+        let spec = Recipe::default_apt();
+        assert_eq!(
+            locate(
+                "http://deb.debian.org/debian-security/pool/updates/main/c/curl/c.deb",
+                &spec
+            ),
+            Some((Archive::Security, "pool/updates/main/c/curl/c.deb".into()))
+        );
+        assert_eq!(
+            locate("http://deb.debian.org/debian/pool/main/b/b/b.deb", &spec),
+            Some((Archive::Main, "pool/main/b/b/b.deb".into()))
+        );
+        assert_eq!(locate("http://elsewhere/pool/x.deb", &spec), None);
+    }
 }

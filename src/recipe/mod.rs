@@ -168,6 +168,14 @@ pub struct AptSpec {
     pub keyring: PathBuf,
     /// Debian architecture.
     pub architecture: String,
+    /// Snapshot timestamp (`YYYYMMDDTHHMMSSZ`) to resolve against instead of
+    /// the live archive.
+    pub snapshot: Option<String>,
+    /// Base URL of the snapshot service (`<base>/debian/<timestamp>/`).
+    pub snapshot_mirror: String,
+    /// Directory of vendored .deb files (`slate vendor`), tried before the
+    /// network.
+    pub vendor: Option<PathBuf>,
 }
 
 /// A validated recipe.
@@ -252,6 +260,9 @@ impl Recipe {
             components: vec!["main".into()],
             keyring: "/usr/share/keyrings/debian-archive-keyring.gpg".into(),
             architecture: "amd64".into(),
+            snapshot: None,
+            snapshot_mirror: "http://snapshot.debian.org/archive".into(),
+            vendor: None,
         }
     }
 }
@@ -322,7 +333,7 @@ impl Cx<'_> {
         let health = self.health(raw.health.as_ref())?;
         let disk = self.disk(&raw.disk, &mut lines)?;
         let update = self.update(&raw.update, &mut lines)?;
-        let apt = self.apt(&raw.apt);
+        let apt = self.apt(&raw.apt, &mut lines)?;
         Ok(Recipe {
             path: self.path.to_path_buf(),
             name: image.name,
@@ -682,7 +693,7 @@ impl Cx<'_> {
     }
 
     /// `[apt]`
-    fn apt(&self, a: &raw::RawApt) -> AptSpec {
+    fn apt(&self, a: &raw::RawApt, lines: &mut Lines) -> Result<AptSpec, RecipeError> {
         let mut apt = Recipe::default_apt();
         for (v, slot) in [
             (&a.mirror, &mut apt.mirror),
@@ -701,7 +712,46 @@ impl Cx<'_> {
             apt.keyring = PathBuf::from(k.get_ref());
         }
 
-        apt
+        for (field, v) in [
+            ("apt.mirror", &a.mirror),
+            ("apt.security_mirror", &a.security_mirror),
+            ("apt.snapshot_mirror", &a.snapshot_mirror),
+        ] {
+            if let Some(v) = v {
+                let ok = v.get_ref().is_empty() && field == "apt.security_mirror"
+                    || (v.get_ref().starts_with("http://") || v.get_ref().starts_with("https://"))
+                        && !v.get_ref().contains(char::is_whitespace);
+                if !ok {
+                    return Err(self.field_err(v, field, "must be an http:// or https:// URL"));
+                }
+                lines.mark(self, field, v.span());
+            }
+        }
+        if let Some(m) = &a.snapshot_mirror {
+            apt.snapshot_mirror = m.get_ref().trim_end_matches('/').to_string();
+        }
+        if let Some(t) = &a.snapshot {
+            if !is_snapshot_timestamp(t.get_ref()) {
+                return Err(self.field_err(
+                    t,
+                    "apt.snapshot",
+                    format!(
+                        "invalid timestamp {:?} (expected YYYYMMDDTHHMMSSZ, e.g. 20261125T000000Z)",
+                        t.get_ref()
+                    ),
+                ));
+            }
+            lines.mark(self, "apt.snapshot", t.span());
+            apt.snapshot = Some(t.get_ref().clone());
+        }
+        if let Some(v) = &a.vendor {
+            if v.get_ref().is_empty() {
+                return Err(self.field_err(v, "apt.vendor", "must not be empty"));
+            }
+            lines.mark(self, "apt.vendor", v.span());
+            apt.vendor = Some(PathBuf::from(v.get_ref()));
+        }
+        Ok(apt)
     }
 }
 
@@ -737,6 +787,15 @@ fn is_package_name(s: &str) -> bool {
         && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
         && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
+}
+
+/// `YYYYMMDDTHHMMSSZ`, the timestamp form of snapshot.debian.org.
+pub fn is_snapshot_timestamp(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 16
+        && b[8] == b'T'
+        && b[15] == b'Z'
+        && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit)
 }
 
 /// Parses `30s`, `2m`, `500ms`, `1h` or a plain number of seconds.
@@ -869,6 +928,38 @@ security_version = 2
             assert!(e.contains(want), "{to}: {e}");
             assert!(e.starts_with("recipes/t.toml:"), "{e}");
         }
+    }
+
+    #[test]
+    fn apt_keys_are_checked_with_file_line_and_field() {
+        let with = |apt: &str| parse(&format!("{GOOD}\n[apt]\n{apt}\n"));
+        let r = with("snapshot = \"20261125T000000Z\"\nvendor = \"vendor/m\"").unwrap();
+        assert_eq!(r.apt.snapshot.as_deref(), Some("20261125T000000Z"));
+        assert_eq!(r.apt.vendor, Some(PathBuf::from("vendor/m")));
+        assert_eq!(r.location("apt.vendor"), "recipes/t.toml:33");
+        let cases = [
+            (
+                "snapshot = \"2026-11-25\"",
+                "recipes/t.toml:32: apt.snapshot: invalid timestamp",
+            ),
+            (
+                "mirror = \"ftp://x\"",
+                "recipes/t.toml:32: apt.mirror: must be an http",
+            ),
+            (
+                "snapshot_mirror = \"\"",
+                "recipes/t.toml:32: apt.snapshot_mirror: must be an http",
+            ),
+            (
+                "vendor = \"\"",
+                "recipes/t.toml:32: apt.vendor: must not be empty",
+            ),
+        ];
+        for (line, want) in cases {
+            let e = with(line).unwrap_err().to_string();
+            assert!(e.starts_with(want), "{line}: {e}");
+        }
+        assert!(with("security_mirror = \"\"").is_ok(), "empty disables it");
     }
 
     #[test]

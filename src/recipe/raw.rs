@@ -109,4 +109,7 @@ pub struct RawApt {
     pub components: Option<Vec<Spanned<String>>>,
     pub keyring: Option<Spanned<String>>,
     pub architecture: Option<Spanned<String>>,
+    pub snapshot: Option<Spanned<String>>,
+    pub snapshot_mirror: Option<Spanned<String>>,
+    pub vendor: Option<Spanned<String>>,
 }
