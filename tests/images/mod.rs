@@ -25,7 +25,7 @@ pub fn slate() -> Command {
 }
 
 #[path = "../common/mod.rs"]
-mod shared;
+pub mod shared;
 pub use shared::run_ok;
 
 /// Whether QEMU and OVMF are installed (prints why not).
