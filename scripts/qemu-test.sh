@@ -8,7 +8,7 @@ export LC_ALL=C TZ=UTC
 
 # Debian packages the tests use as independent checkers and as the VM.
 PACKAGES=(qemu-system-x86 ovmf e2fsprogs dosfstools mtools gdisk openssl zstd cpio util-linux python3
-    apt-utils gpg)
+    apt-utils gpg python3-venv)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -27,6 +27,15 @@ if ((${#missing[@]})); then
 fi
 
 step() { printf '\n=== %s ===\n' "$*"; }
+
+# The independent SPDX validator (PyPI spdx-tools) for tests/sbom.rs, in a
+# virtualenv under target/.
+step "spdx-tools (PyPI) in target/spdx-venv"
+if [ ! -x target/spdx-venv/bin/pyspdxtools ]; then
+    python3 -m venv target/spdx-venv
+    target/spdx-venv/bin/pip install -q spdx-tools
+fi
+export SLATE_PYSPDXTOOLS=$PWD/target/spdx-venv/bin/pyspdxtools
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

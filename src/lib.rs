@@ -28,6 +28,7 @@ pub mod progress;
 pub mod qemu;
 pub mod recipe;
 pub mod reproducible;
+pub mod sbom;
 pub mod tree;
 pub mod units;
 pub mod version;

@@ -214,6 +214,10 @@ modules = ["virtio_pci", "virtio_blk"]
 [rootfs]
 packages = ["slate-test-app"]
 
+[health]
+# The locked version (which later vanishes from the archive) is in the image.
+command = "grep -qx 'slate-test-app 1.0' /usr/share/slate-test-app/version"
+
 [update]
 public_keys = [{public:?}]
 
@@ -317,6 +321,22 @@ snapshot_mirror = "http://127.0.0.1:{port}/snapshot"
     ok(&o, "locked build after the archive dropped 1.0");
     assert_eq!(f.lock(), lock_before, "the lock is used as committed");
     same_file(&online, &work.join("moved/disk.img"));
+    if images::have_qemu("issue_10_locks_survive_the_archive (boot)") {
+        // The image built from the lock as committed boots and commits.
+        run_ok(
+            slate()
+                .arg("qemu")
+                .arg(work.join("moved/disk.img"))
+                .args([
+                    "--snapshot",
+                    "--expect",
+                    "healthy:A",
+                    "--expect",
+                    "committed:A",
+                ])
+                .args(["--timeout", "240"]),
+        );
+    }
 
     // Without the snapshot either, the error names the package, the sources
     // and both ways out; the lock is untouched.

@@ -12,11 +12,57 @@ use std::path::{Path, PathBuf};
 /// `slate verify` for that); the payload is not read.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// The bundle file.
+    /// The bundle file (or, with --sbom, a build directory).
     pub bundle: PathBuf,
     /// Print JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Print the image's SPDX 2.3 SBOM: from a build directory, or from a
+    /// bundle's verified payload (needs --pubkey).
+    #[arg(long)]
+    pub sbom: bool,
+    /// With --sbom on a bundle: trusted public key (SPKI PEM); repeatable.
+    #[arg(long = "pubkey", value_name = "PUB", requires = "sbom")]
+    pub pubkeys: Vec<PathBuf>,
+}
+
+/// `inspect --sbom`: the SBOM text of a build directory or a bundle.
+fn print_sbom(args: &InspectArgs) -> anyhow::Result<()> {
+    use crate::bundle::{Holes, TrustedKeys, open};
+    if args.bundle.is_dir() {
+        let path = args.bundle.join(crate::sbom::FILE_NAME);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        print!("{text}");
+        return Ok(());
+    }
+    if args.pubkeys.is_empty() {
+        anyhow::bail!(
+            "inspect --sbom {}: a bundle's SBOM is read from its verified payload; give --pubkey PUB",
+            args.bundle.display()
+        );
+    }
+    let keys = TrustedKeys::from_pem_files(&args.pubkeys, 1)?;
+    let src = open_bundle_file(&args.bundle)?;
+    let what = format!("bundle {}", args.bundle.display());
+    let mut reader = open(src, &keys).with_context(|| format!("verifying {what}"))?;
+    while let Some(a) = reader
+        .next_artifact()
+        .with_context(|| format!("reading {what}"))?
+    {
+        if a.name == "sbom" {
+            let mut buf = std::io::Cursor::new(Vec::new());
+            reader
+                .copy_artifact(&mut buf, Holes::WriteZeros, |_| {})
+                .with_context(|| format!("reading the SBOM of {what}"))?;
+            let text = String::from_utf8(buf.into_inner())
+                .with_context(|| format!("the SBOM of {what} is not UTF-8"))?;
+            print!("{text}");
+            return Ok(());
+        }
+        reader.verify_artifact(|_| {})?;
+    }
+    anyhow::bail!("{what} carries no SBOM (built by a slate without SBOMs)")
 }
 
 #[derive(Serialize)]
@@ -54,6 +100,9 @@ struct InspectJson<'a> {
 
 /// Runs `slate inspect`.
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
+    if args.sbom {
+        return print_sbom(&args);
+    }
     let src = open_bundle_file(&args.bundle)?;
     let head = read_head_unverified(src)
         .with_context(|| format!("inspecting bundle {}", args.bundle.display()))?;

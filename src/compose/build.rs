@@ -27,6 +27,8 @@ pub mod files {
     pub const DISK: &str = "disk.img";
     /// The slot filesystem.
     pub const ROOTFS: &str = "rootfs.ext4";
+    /// The SPDX 2.3 SBOM.
+    pub const SBOM: &str = crate::sbom::FILE_NAME;
     /// The kernel.
     pub const KERNEL: &str = "vmlinuz";
     /// The initramfs.
@@ -242,6 +244,8 @@ struct Trees {
     initramfs: crate::tree::Tree,
     rootfs: crate::tree::Tree,
     watchdog_secs: u64,
+    /// Files of the root filesystem copied from the build host.
+    host_files: Vec<crate::sbom::HostFile>,
 }
 
 /// Stage 4 output: the boot files and the slot filesystem, in the work dir.
@@ -257,7 +261,7 @@ struct Filesystems {
 pub fn build(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<BuildOutput, ComposeError> {
     let inputs = resolve_inputs(opts, status)?;
     let unpacked = unpack(&inputs, &opts.cache, status)?;
-    let trees = compose_trees(&inputs.recipe, &unpacked, &opts.agent, status)?;
+    let trees = compose_trees(&inputs.recipe, &unpacked, &opts.agent, &opts.cache, status)?;
     let work = WorkDir::create(&inputs.out_dir)?;
     let fs = write_filesystems(&inputs.recipe, &unpacked, &trees, work.path(), status)?;
     write_disk_image(
@@ -274,6 +278,7 @@ pub fn build(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<BuildOutput, 
         trees.watchdog_secs,
         work.path(),
     )?;
+    write_sbom(&inputs, unpacked.epoch, &trees.host_files, work.path())?;
     let manifest = write_manifest(&inputs, unpacked.epoch, work.path(), status)?;
     work.publish(&inputs.out_dir)?;
     Ok(BuildOutput {
@@ -406,6 +411,7 @@ fn compose_trees(
     recipe: &Recipe,
     unpacked: &UnpackedInputs,
     agent: &Path,
+    cache: &Path,
     status: &dyn Fn(&str),
 ) -> Result<Trees, ComposeError> {
     let epoch = unpacked.epoch;
@@ -428,10 +434,13 @@ fn compose_trees(
         },
     )?;
     rootfs.clamp_mtimes(epoch);
+    let host_files = crate::sbom::host_files(&rootfs, cache)
+        .map_err(|e| ComposeError::Other(format!("hashing host files for the SBOM: {e}")))?;
     Ok(Trees {
         initramfs,
         rootfs,
         watchdog_secs,
+        host_files,
     })
 }
 
@@ -621,6 +630,38 @@ fn write_bootspec(
     std::fs::write(&path, bootspec.to_json()).map_err(|e| ComposeError::io("writing", &path, e))
 }
 
+/// Writes the SPDX SBOM of the image (stage 6, with the manifest).
+fn write_sbom(
+    inputs: &Inputs,
+    epoch: i64,
+    host_files: &[crate::sbom::HostFile],
+    w: &Path,
+) -> Result<(), ComposeError> {
+    let recipe = &inputs.recipe;
+    let apt = packages::effective_apt(recipe);
+    let text = crate::sbom::spdx_json(&crate::sbom::SbomInputs {
+        name: &recipe.name,
+        version: recipe.version.as_str(),
+        epoch,
+        architecture: &apt.architecture,
+        packages: inputs
+            .packages
+            .packages
+            .iter()
+            .map(|p| {
+                let base = match p.locked.archive {
+                    packages::lock::Archive::Main => apt.mirror.clone(),
+                    packages::lock::Archive::Security => apt.security_mirror.clone(),
+                };
+                (&p.locked, base)
+            })
+            .collect(),
+        host_files,
+    });
+    let path = w.join(files::SBOM);
+    std::fs::write(&path, text).map_err(|e| ComposeError::io("writing", &path, e))
+}
+
 /// Stage 6: hash every output into the build manifest and sync them all.
 fn write_manifest(
     inputs: &Inputs,
@@ -642,6 +683,7 @@ fn write_manifest(
             artifact(w, "kernel", files::KERNEL)?,
             artifact(w, "initrd", files::INITRD)?,
             artifact(w, "boot", files::BOOTSPEC)?,
+            artifact(w, "sbom", files::SBOM)?,
         ],
         disk: Some(artifact(w, "disk", files::DISK)?),
         packages: inputs
@@ -664,6 +706,7 @@ fn write_manifest(
         files::KERNEL,
         files::INITRD,
         files::BOOTSPEC,
+        files::SBOM,
     ] {
         let p = w.join(f);
         std::fs::File::open(&p)
