@@ -213,16 +213,27 @@ pub fn rootfs_tree(recipe: &Recipe, inputs: &RootfsInputs<'_>) -> Result<Tree, C
         ),
     )?;
     if tree.lookup(b"/etc/passwd").is_none() {
-        put(
-            &mut tree,
-            "/etc/passwd",
-            text("root:x:0:0:root:/root:/bin/sh\n", 0o644, mtime),
-        )?;
-        put(
-            &mut tree,
-            "/etc/group",
-            text("root:x:0:\ntty:x:5:\n", 0o644, mtime),
-        )?;
+        let (passwd, group, shadow) = account_files(recipe);
+        put(&mut tree, "/etc/passwd", text(passwd, 0o644, mtime))?;
+        put(&mut tree, "/etc/group", text(group, 0o644, mtime))?;
+        put(&mut tree, "/etc/shadow", text(shadow, 0o600, mtime))?;
+        for u in &recipe.users {
+            // Homes on the read-only root are created owned by the user;
+            // /nonexistent and paths below /data are not.
+            if u.home == "/nonexistent" || u.home.starts_with("/data/") {
+                continue;
+            }
+            let id = tree.mkdir_p(u.home.as_bytes(), &d)?;
+            let meta = &mut tree.node_mut(id).meta;
+            meta.uid = u.uid;
+            meta.gid = u.gid;
+            meta.mode = 0o700;
+        }
+    } else if !recipe.users.is_empty() || !recipe.groups.is_empty() {
+        return Err(ComposeError::Recipe(recipe.error(
+            "user",
+            "a package installs /etc/passwd, so [[user]] and [[group]] cannot be written",
+        )));
     }
     // /dev is a devtmpfs at runtime; the console node helps before that.
     put(
@@ -301,6 +312,25 @@ pub fn rootfs_tree(recipe: &Recipe, inputs: &RootfsInputs<'_>) -> Result<Tree, C
             .map_err(|e| ComposeError::Recipe(recipe.error(&field, e.to_string())))?;
     }
     Ok(tree)
+}
+
+/// `/etc/passwd`, `/etc/group` and `/etc/shadow`: root, then the recipe's
+/// accounts in declaration order, every password locked.
+pub fn account_files(recipe: &Recipe) -> (String, String, String) {
+    let mut passwd = String::from("root:x:0:0:root:/root:/bin/sh\n");
+    let mut shadow = String::from("root:*:1:0:99999:7:::\n");
+    for u in &recipe.users {
+        passwd.push_str(&format!(
+            "{}:x:{}:{}::{}:{}\n",
+            u.name, u.uid, u.gid, u.home, u.shell
+        ));
+        shadow.push_str(&format!("{}:!:1:0:99999:7:::\n", u.name));
+    }
+    let mut group = String::from("root:x:0:\ntty:x:5:\n");
+    for g in &recipe.groups {
+        group.push_str(&format!("{}:x:{}:{}\n", g.name, g.gid, g.members.join(",")));
+    }
+    (passwd, group, shadow)
 }
 
 /// A recipe path: absolute, or relative to the recipe's directory.

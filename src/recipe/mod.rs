@@ -178,6 +178,33 @@ pub struct AptSpec {
     pub vendor: Option<PathBuf>,
 }
 
+/// One `[[group]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    /// Group name.
+    pub name: String,
+    /// Numeric id.
+    pub gid: u32,
+    /// Members (users listing it in `groups`).
+    pub members: Vec<String>,
+}
+
+/// One `[[user]]` (password locked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// Login name.
+    pub name: String,
+    /// Numeric id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Home directory (created, owned by the user, when below /data it is
+    /// created at boot).
+    pub home: String,
+    /// Login shell.
+    pub shell: String,
+}
+
 /// A validated recipe.
 #[derive(Debug, Clone)]
 pub struct Recipe {
@@ -203,6 +230,10 @@ pub struct Recipe {
     pub update: UpdateSpec,
     /// Package source.
     pub apt: AptSpec,
+    /// Declared users.
+    pub users: Vec<User>,
+    /// Declared groups (including users' own primary groups).
+    pub groups: Vec<Group>,
     lines: BTreeMap<String, usize>,
 }
 
@@ -334,6 +365,7 @@ impl Cx<'_> {
         let disk = self.disk(&raw.disk, &mut lines)?;
         let update = self.update(&raw.update, &mut lines)?;
         let apt = self.apt(&raw.apt, &mut lines)?;
+        let (users, groups) = self.accounts(&raw.user, &raw.group)?;
         Ok(Recipe {
             path: self.path.to_path_buf(),
             name: image.name,
@@ -346,6 +378,8 @@ impl Cx<'_> {
             disk,
             update,
             apt,
+            users,
+            groups,
             lines: lines.0,
         })
     }
@@ -755,6 +789,147 @@ impl Cx<'_> {
     }
 }
 
+impl Cx<'_> {
+    /// `[[user]]` and `[[group]]`: names unique and valid, ids unique and not
+    /// 0 (root exists already), groups referenced exist.
+    fn accounts(
+        &self,
+        raw_users: &[Spanned<raw::RawUser>],
+        raw_groups: &[Spanned<raw::RawGroup>],
+    ) -> Result<(Vec<User>, Vec<Group>), RecipeError> {
+        let valid_name = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 32
+                && n.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+                && n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_".contains(c))
+        };
+        let mut groups: Vec<Group> = Vec::new();
+        for (i, g) in raw_groups.iter().enumerate() {
+            let g = g.get_ref();
+            let field = format!("group[{i}]");
+            if !valid_name(g.name.get_ref()) || ["root", "tty"].contains(&g.name.get_ref().as_str())
+            {
+                return Err(self.field_err(
+                    &g.name,
+                    &format!("{field}.name"),
+                    "use 1-32 of a-z, 0-9, '-', '_' starting with a letter (not root or tty)",
+                ));
+            }
+            if groups.iter().any(|x| &x.name == g.name.get_ref()) {
+                return Err(self.field_err(&g.name, &format!("{field}.name"), "duplicate group"));
+            }
+            if [0, 5].contains(g.gid.get_ref()) || groups.iter().any(|x| x.gid == *g.gid.get_ref())
+            {
+                return Err(self.field_err(
+                    &g.gid,
+                    &format!("{field}.gid"),
+                    "must be unique and not 0 (root) or 5 (tty)",
+                ));
+            }
+            groups.push(Group {
+                name: g.name.get_ref().clone(),
+                gid: *g.gid.get_ref(),
+                members: Vec::new(),
+            });
+        }
+        let mut users: Vec<User> = Vec::new();
+        for (i, u) in raw_users.iter().enumerate() {
+            let u = u.get_ref();
+            let field = format!("user[{i}]");
+            let name = u.name.get_ref();
+            if !valid_name(name) || name == "root" {
+                return Err(self.field_err(
+                    &u.name,
+                    &format!("{field}.name"),
+                    "use 1-32 of a-z, 0-9, '-', '_' starting with a letter (not root)",
+                ));
+            }
+            if users.iter().any(|x| &x.name == name) {
+                return Err(self.field_err(&u.name, &format!("{field}.name"), "duplicate user"));
+            }
+            if *u.uid.get_ref() == 0 || users.iter().any(|x| x.uid == *u.uid.get_ref()) {
+                return Err(self.field_err(
+                    &u.uid,
+                    &format!("{field}.uid"),
+                    "must be unique and not 0",
+                ));
+            }
+            let gid = match &u.group {
+                Some(g) => groups
+                    .iter()
+                    .find(|x| &x.name == g.get_ref())
+                    .map(|x| x.gid)
+                    .ok_or_else(|| {
+                        self.field_err(
+                            g,
+                            &format!("{field}.group"),
+                            format!("no [[group]] named {:?}", g.get_ref()),
+                        )
+                    })?,
+                None => {
+                    // A group of the user's own name, with the uid as gid.
+                    if name == "tty"
+                        || *u.uid.get_ref() == 5
+                        || groups
+                            .iter()
+                            .any(|x| &x.name == name || x.gid == *u.uid.get_ref())
+                    {
+                        return Err(self.field_err(
+                            &u.name,
+                            &format!("{field}.group"),
+                            "a group with this name or id exists: set group explicitly",
+                        ));
+                    }
+                    groups.push(Group {
+                        name: name.clone(),
+                        gid: *u.uid.get_ref(),
+                        members: Vec::new(),
+                    });
+                    *u.uid.get_ref()
+                }
+            };
+            for (j, g) in u.groups.iter().enumerate() {
+                let Some(grp) = groups.iter_mut().find(|x| &x.name == g.get_ref()) else {
+                    return Err(self.field_err(
+                        g,
+                        &format!("{field}.groups[{j}]"),
+                        format!("no [[group]] named {:?}", g.get_ref()),
+                    ));
+                };
+                grp.members.push(name.clone());
+            }
+            let abs = |v: &Spanned<String>, f: &str| -> Result<String, RecipeError> {
+                let p = v.get_ref();
+                if !p.starts_with('/') || p.split('/').any(|c| c == "..") || p.contains(':') {
+                    return Err(self.field_err(
+                        v,
+                        &format!("{field}.{f}"),
+                        "must be an absolute path without '..' or ':'",
+                    ));
+                }
+                Ok(p.clone())
+            };
+            let home = match &u.home {
+                Some(h) => abs(h, "home")?,
+                None => "/nonexistent".into(),
+            };
+            let shell = match &u.shell {
+                Some(s) => abs(s, "shell")?,
+                None => "/sbin/nologin".into(),
+            };
+            users.push(User {
+                name: name.clone(),
+                uid: *u.uid.get_ref(),
+                gid,
+                home,
+                shell,
+            });
+        }
+        Ok((users, groups))
+    }
+}
+
 /// Recipe line of each field that was written, by dotted field name.
 #[derive(Default)]
 struct Lines(BTreeMap<String, usize>);
@@ -960,6 +1135,50 @@ security_version = 2
             assert!(e.starts_with(want), "{line}: {e}");
         }
         assert!(with("security_mirror = \"\"").is_ok(), "empty disables it");
+    }
+
+    #[test]
+    fn users_and_groups_are_checked() {
+        let r = parse(&format!(
+            "{GOOD}\n[[group]]\nname = \"app\"\ngid = 900\n\n[[user]]\nname = \"svc\"\nuid = 901\ngroups = [\"app\"]\nhome = \"/data/svc\"\n"
+        ))
+        .unwrap();
+        assert_eq!(r.users[0].gid, 901, "own group by default");
+        assert_eq!(r.groups[0].members, ["svc"]);
+        assert_eq!(r.groups[1].name, "svc");
+        assert_eq!(r.users[0].shell, "/sbin/nologin");
+        let cases = [
+            (
+                "[[user]]\nname = \"Bad\"\nuid = 7",
+                "recipes/t.toml:32: user[0].name: use",
+            ),
+            (
+                "[[user]]\nname = \"a\"\nuid = 0",
+                "recipes/t.toml:33: user[0].uid: must be unique",
+            ),
+            (
+                "[[user]]\nname = \"a\"\nuid = 7\ngroup = \"x\"",
+                "recipes/t.toml:34: user[0].group: no [[group]]",
+            ),
+            (
+                "[[user]]\nname = \"a\"\nuid = 5",
+                "recipes/t.toml:32: user[0].group: a group with this name or id exists",
+            ),
+            (
+                "[[user]]\nname = \"a\"\nuid = 7\nhome = \"rel\"",
+                "recipes/t.toml:34: user[0].home: must be an absolute",
+            ),
+            (
+                "[[group]]\nname = \"g\"\ngid = 0",
+                "recipes/t.toml:33: group[0].gid: must be unique",
+            ),
+        ];
+        for (extra, want) in cases {
+            let e = parse(&format!("{GOOD}\n{extra}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(want), "{extra}: {e}");
+        }
     }
 
     #[test]

@@ -21,6 +21,29 @@ pub struct RawRecipe {
     pub update: RawUpdate,
     #[serde(default)]
     pub apt: RawApt,
+    #[serde(default)]
+    pub user: Vec<Spanned<RawUser>>,
+    #[serde(default)]
+    pub group: Vec<Spanned<RawGroup>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    pub name: Spanned<String>,
+    pub uid: Spanned<u32>,
+    pub group: Option<Spanned<String>>,
+    #[serde(default)]
+    pub groups: Vec<Spanned<String>>,
+    pub home: Option<Spanned<String>>,
+    pub shell: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGroup {
+    pub name: Spanned<String>,
+    pub gid: Spanned<u32>,
 }
 
 #[derive(Debug, Deserialize)]
