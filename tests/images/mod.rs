@@ -36,7 +36,7 @@ pub fn have_qemu(test: &str) -> bool {
             .output()
             .is_ok_and(|o| o.status.success());
     if !ok {
-        eprintln!("SKIP {test}: qemu-system-x86_64 or OVMF is not installed");
+        shared::skipped(test, "qemu-system-x86_64 or OVMF is not installed");
     }
     ok
 }
@@ -46,7 +46,7 @@ pub fn have_apt(test: &str) -> bool {
     let ok = Path::new("/usr/bin/apt-get").exists()
         && Path::new("/usr/share/keyrings/debian-archive-keyring.gpg").exists();
     if !ok {
-        eprintln!("SKIP {test}: apt-get or the Debian archive keyring is missing");
+        shared::skipped(test, "apt-get or the Debian archive keyring is missing");
     }
     ok
 }
