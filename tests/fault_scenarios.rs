@@ -164,7 +164,7 @@ fn cut_at(f: &Fixtures, disk: &Path, bundle: &Path, point: FaultPoint, test: &st
 fn phases_after_cut(point: FaultPoint) -> &'static [&'static str] {
     use FaultPoint::*;
     match point {
-        AfterDisable => &["idle"],
+        AfterVerify | AfterDisable => &["idle"],
         AfterInstalling | AfterFirstWrite | MidSlot | AfterSlotSync | AfterBootFiles
         | AfterTrialEntry => &["installing"],
         AfterInstalled | TrialBeforeVerdict | TrialAfterMarkGood => &["installed"],
@@ -319,6 +319,7 @@ macro_rules! good {
 }
 
 good! {
+    cut_after_verify => AfterVerify,
     cut_after_disable => AfterDisable,
     cut_after_installing => AfterInstalling,
     cut_after_first_write => AfterFirstWrite,
@@ -626,4 +627,52 @@ fn unhealthy_trial_without_fallback_stays_up_and_never_commits() {
         "the bad slot was committed: {entries:?}"
     );
     let _ = PathBuf::new();
+}
+
+/// Issue 9: the bundle changes between its verification and the write (a
+/// byte flipped in the file after the first pass): the write pass finds it,
+/// the install fails, slot B gets no entry, slot A and the state are kept.
+#[test]
+fn bundle_changed_between_verify_and_write_is_caught() {
+    let test = "changed-source";
+    if skip(test) {
+        return;
+    }
+    let f = fixtures();
+    let disk = f.disk("cyc-2", test);
+    let offer = f.dir.path().join(format!("{test}.offer"));
+    f.offer("cyc-3", "changed", &offer);
+    let o = boot_with(
+        &disk,
+        &[
+            "committed:A",
+            "fault",
+            "installing:B",
+            "install_failed:B",
+            "offer",
+        ],
+        &[&offer],
+        240,
+        &f.log(test),
+        |o| o.fault = Some("install.after_verify:flip".parse().unwrap()),
+    );
+    assert_met(&o, "changed source");
+    assert_ne!(events(&o, "offer")[0]["rc"], 0, "{}", describe(&o));
+    let reason = events(&o, "install_failed")[0]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        reason.contains("chunk") || reason.contains("sha256"),
+        "{reason}"
+    );
+    let entries = esp_entries(&disk);
+    assert!(!entries.iter().any(|e| e.contains("-b")), "{entries:?}");
+    let state = device_state(&disk, &f.dir.path().join("changed.data"));
+    assert_eq!(state["update"]["phase"], "idle", "{state}");
+    assert_eq!(state["slots"]["A"]["version"], "2.0.0", "{state}");
+    let rootfs = f.image("cyc-2").join("rootfs.ext4");
+    let len = std::fs::metadata(&rootfs).unwrap().len();
+    let (off, _) = partition_range(&disk, 2);
+    assert_eq!(sha256_range(&disk, off, len), images::sha256sum(&rootfs));
 }

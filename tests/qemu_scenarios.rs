@@ -10,10 +10,9 @@ mod scenarios;
 
 use images::{partition_range, run_ok};
 use scenarios::*;
-use slate::qemu::{ExitReason, KillAfter, QemuOptions, QemuOutcome, run};
+use slate::qemu::{ExitReason, QemuOutcome};
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 // ---------------------------------------------------------------- issue 4 --
 
@@ -224,6 +223,8 @@ fn failing_trial(variant: &str, test: &str, timeout: u64) -> (QemuOutcome, Strin
             "booted:A",
             "rollback",
             "committed:A",
+            // The same bundle, still attached, is not taken again.
+            "skipped",
         ],
         &[&bad],
         timeout,
@@ -332,110 +333,8 @@ fn bad_bundles_are_rejected_and_leave_the_slot_untouched() {
     assert_eq!(slot_hash(&disk, 3, rootfs_len), before, "slot B changed");
 }
 
-/// Scenario 7: the power is cut at spread-out points of the install window;
-/// every restart boots a healthy, committed slot and the update completes.
-///
-/// `SLATE_POWER_CUT_TRIALS` (default 10) trials are split over two tests so
-/// they run in parallel; trial N cuts at a point drawn from seed N.
-fn power_cut_trials(half: u64) {
-    if skip("power_cuts") {
-        return;
-    }
-    let trials: u64 = std::env::var("SLATE_POWER_CUT_TRIALS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
-    let f = fixtures();
-    let v2 = f.bundle("v2");
-    for trial in (0..trials).filter(|t| t % 2 == half) {
-        let name = format!("powercut{trial}");
-        let disk = f.disk("v1", &name);
-        let log = f.log(&name);
-        let mut opts = QemuOptions::new(&disk);
-        opts.expect = vec!["installing:B".parse().unwrap()];
-        opts.updates = vec![v2.clone()];
-        opts.timeout = Duration::from_secs(240);
-        opts.console_log = Some(log.clone());
-        // The window covers writing, verifying and the reboot into B.
-        opts.kill_after = Some(KillAfter {
-            window: Duration::from_secs(16),
-            seed: Some(trial),
-        });
-        let cut = run(&opts).expect("QEMU could not run");
-        assert!(
-            matches!(cut.exit_reason, ExitReason::Killed { .. }),
-            "trial {trial}: no power cut\n{}",
-            describe(&cut)
-        );
-        let after = match cut.exit_reason {
-            ExitReason::Killed {
-                after_installing, ..
-            } => after_installing,
-            _ => 0.0,
-        };
-        let was_installed = !events(&cut, "installed").is_empty();
-        eprintln!(
-            "power cut trial {trial}: killed {after:.2} s after `installing`{}",
-            if was_installed {
-                " (after `installed`)"
-            } else {
-                ""
-            }
-        );
-
-        let o = boot(&disk, &["committed:B"], &[&v2], 300, &log);
-        assert_met(&o, &format!("trial {trial} (cut at +{after:.2} s)"));
-        let first_boot = &events(&o, "booted")[0];
-        // Slot B only ever boots as the complete v2: the trial entry is
-        // written after the read-back check, and `installed` is printed
-        // after that, so a cut between the two (seed 33 of 50 hit it) boots
-        // B without the event having been seen.
-        if first_boot["slot"] == "B" {
-            assert_eq!(
-                first_boot["version"],
-                "2.0.0",
-                "trial {trial}: {}",
-                describe(&o)
-            );
-        } else {
-            assert_eq!(
-                first_boot["version"],
-                "1.0.0",
-                "trial {trial}: {}",
-                describe(&o)
-            );
-        }
-        assert!(
-            events(&o, "unhealthy").is_empty(),
-            "trial {trial}: {}",
-            describe(&o)
-        );
-        assert!(
-            events(&o, "rollback").is_empty(),
-            "trial {trial}: {}",
-            describe(&o)
-        );
-        // Every boot in the restart reached a verdict of healthy.
-        let healthy = events(&o, "healthy").len();
-        assert_eq!(
-            healthy,
-            events(&o, "booted").len(),
-            "trial {trial}: {}",
-            describe(&o)
-        );
-        let _ = std::fs::remove_file(&disk);
-    }
-}
-
-#[test]
-fn power_cuts_during_an_install_never_brick_the_device_even() {
-    power_cut_trials(0);
-}
-
-#[test]
-fn power_cuts_during_an_install_never_brick_the_device_odd() {
-    power_cut_trials(1);
-}
+// Scenario 7 (power cuts during installs) lives in tests/soak.rs: random
+// cuts in a row on one disk, each followed by the full device check.
 
 /// Scenario 8: a torn boot loader state file (A's entry cut in half, a
 /// garbled loader.conf) still boots a healthy slot: the committed B.
@@ -472,4 +371,80 @@ fn torn_boot_entry_still_boots_a_healthy_slot() {
         &f.log("torn"),
     );
     assert_met(&o, "torn entry");
+}
+
+// ------------------------------------------------------- issue 9 catalogue --
+
+/// Issue 9: after v3's commit raised the floor to 3, a newer version with a
+/// lower security level is rejected, and so is a replay of the older valid
+/// v2 bundle installed by hand; nothing is written and nothing recorded as
+/// failed.
+#[test]
+fn floor_raised_by_a_commit_rejects_replays_and_low_levels() {
+    if skip("floor_and_replay") {
+        return;
+    }
+    let f = fixtures();
+    let disk = f.disk("v1", "replay");
+    let log = f.log("replay");
+    let (v3, v2, v4) = (f.bundle("v3-replay"), f.bundle("v2"), f.bundle("v4-lowsv"));
+    let o = boot(
+        &disk,
+        &[
+            "committed:A",
+            "installed:B",
+            "committed:B",
+            "rejected",
+            "replay",
+        ],
+        &[&v3, &v2, &v4],
+        360,
+        &log,
+    );
+    assert_met(&o, "floor and replay");
+    let rejected = events(&o, "rejected");
+    assert_eq!(rejected.len(), 2, "{}", describe(&o));
+    for (r, version) in rejected.iter().zip(["4.0.0", "2.0.0"]) {
+        assert_eq!(r["version"], version, "{}", describe(&o));
+        assert!(
+            r["reason"]
+                .as_str()
+                .unwrap()
+                .contains("below this device's floor 3"),
+            "{}",
+            describe(&o)
+        );
+    }
+    assert_ne!(events(&o, "replay")[0]["rc"], 0, "{}", describe(&o));
+    assert_eq!(events(&o, "installing").len(), 1, "{}", describe(&o));
+    let state = device_state(&disk, &f.dir.path().join("replay.data"));
+    assert_eq!(state["floor"], 3, "{state}");
+    assert_eq!(state["failed"].as_array().unwrap().len(), 0, "{state}");
+    assert_eq!(state["slots"]["A"]["version"], "1.0.0", "{state}");
+}
+
+/// Issue 9: an image that needs two signatures rejects a bundle with one
+/// (before writing anything) and installs the same bundle signed twice.
+#[test]
+fn signature_threshold_is_enforced_on_the_device() {
+    if skip("threshold_on_device") {
+        return;
+    }
+    let f = fixtures();
+    let disk = f.disk("v1-t2", "threshold");
+    let (one, two) = (f.bundle("v2"), f.bundle("v2-twosig"));
+    let o = boot(
+        &disk,
+        &["committed:A", "rejected", "installing:B", "committed:B"],
+        &[&one, &two],
+        300,
+        &f.log("threshold"),
+    );
+    assert_met(&o, "threshold 2");
+    let reason = events(&o, "rejected")[0]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(reason.contains("2 required"), "{reason}");
+    assert_eq!(events(&o, "installing").len(), 1, "{}", describe(&o));
 }

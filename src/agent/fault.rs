@@ -64,6 +64,8 @@ macro_rules! fault_points {
 }
 
 fault_points! {
+    AfterVerify = "install.after_verify":
+        "Every check passed and the whole bundle verified; nothing is written yet.",
     AfterDisable = "install.after_disable":
         "The target slot's boot entry was removed; the state does not say `installing` yet.",
     AfterInstalling = "install.after_installing":
@@ -126,6 +128,11 @@ pub enum FaultAction {
     PowerOff,
     /// The agent panics; the machine keeps running.
     Panic,
+    /// Flips one byte in the middle of the bundle file being installed, as
+    /// if the medium changed between the verification and the write (only
+    /// at points that know their source; a file source on a writable
+    /// filesystem).
+    Flip,
 }
 
 impl FaultAction {
@@ -134,6 +141,7 @@ impl FaultAction {
         match self {
             FaultAction::PowerOff => "poweroff",
             FaultAction::Panic => "panic",
+            FaultAction::Flip => "flip",
         }
     }
 }
@@ -144,8 +152,9 @@ impl FromStr for FaultAction {
         match s {
             "poweroff" => Ok(FaultAction::PowerOff),
             "panic" => Ok(FaultAction::Panic),
+            "flip" => Ok(FaultAction::Flip),
             _ => Err(format!(
-                "unknown fault action {s:?} (expected poweroff or panic)"
+                "unknown fault action {s:?} (expected poweroff, panic or flip)"
             )),
         }
     }
@@ -219,7 +228,18 @@ pub fn hit(_point: FaultPoint) {}
 /// Marks the point reached; fires the selected fault if it is this one.
 #[cfg(feature = "fault-injection")]
 pub fn hit(point: FaultPoint) {
-    imp::hit(point)
+    imp::hit(point, None)
+}
+
+/// [`hit`] at a point that reads the bundle from `source` (for `flip`).
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn hit_source(_point: FaultPoint, _source: &std::path::Path) {}
+
+/// [`hit`] at a point that reads the bundle from `source` (for `flip`).
+#[cfg(feature = "fault-injection")]
+pub fn hit_source(point: FaultPoint, source: &std::path::Path) {
+    imp::hit(point, Some(source))
 }
 
 #[cfg(feature = "fault-injection")]
@@ -272,7 +292,22 @@ mod imp {
         f.write_all_at(FIRED, SECTOR as u64).is_ok() && f.sync_all().is_ok()
     }
 
-    pub fn hit(point: FaultPoint) {
+    /// Flips the byte in the middle of `path`, synced.
+    fn flip(path: &std::path::Path) {
+        let Ok(f) = File::options().read(true).write(true).open(path) else {
+            return;
+        };
+        let Ok(len) = f.metadata().map(|m| m.len()) else {
+            return;
+        };
+        let mut b = [0u8; 1];
+        if f.read_exact_at(&mut b, len / 2).is_ok() {
+            b[0] ^= 0x20;
+            let _ = f.write_all_at(&b, len / 2).and_then(|()| f.sync_all());
+        }
+    }
+
+    pub fn hit(point: FaultPoint, source: Option<&std::path::Path>) {
         let Some((dev, spec)) = selected() else {
             return;
         };
@@ -293,6 +328,11 @@ mod imp {
                 std::process::abort();
             }
             FaultAction::Panic => panic!("fault injected at {point}"),
+            FaultAction::Flip => {
+                if let Some(path) = source {
+                    flip(path);
+                }
+            }
         }
     }
 }

@@ -345,6 +345,11 @@ pub fn install(
         target,
         part,
     } = plan;
+    if let Source::Path(p) = source {
+        fault::hit_source(FaultPoint::AfterVerify, p);
+    } else {
+        fault::hit(FaultPoint::AfterVerify);
+    }
 
     // 3. Out of the boot order, then record the attempt.
     flow.disable(target)?;

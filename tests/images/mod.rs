@@ -78,6 +78,8 @@ pub struct Recipe {
     pub keys: Vec<PathBuf>,
     /// Slot size.
     pub slot: String,
+    /// Signatures a bundle needs.
+    pub threshold: u32,
 }
 
 impl Recipe {
@@ -96,6 +98,7 @@ impl Recipe {
             extra: COUNTER_SERVICE.into(),
             keys: vec![key.to_path_buf()],
             slot: "128M".into(),
+            threshold: 1,
         }
     }
 
@@ -134,6 +137,7 @@ data = "32M"
 public_keys = [{keys}]
 security_version = {sv}
 tries = {tries}
+threshold = {threshold}
 
 {extra}
 "#,
@@ -148,6 +152,7 @@ tries = {tries}
             keys = keys.join(", "),
             sv = self.security_version,
             tries = self.tries,
+            threshold = self.threshold,
             extra = self.extra,
         )
     }

@@ -20,6 +20,7 @@ pub struct Fixtures {
     pub key: PathBuf,
     pub public: PathBuf,
     pub other_key: PathBuf,
+    pub other_public: PathBuf,
     pub built: Mutex<HashMap<String, PathBuf>>,
 }
 
@@ -31,12 +32,13 @@ pub fn fixtures() -> &'static Fixtures {
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .unwrap();
         let (key, public) = keygen(dir.path(), "dev");
-        let (other_key, _) = keygen(dir.path(), "other");
+        let (other_key, other_public) = keygen(dir.path(), "other");
         Fixtures {
             dir,
             key,
             public,
             other_key,
+            other_public,
             built: Mutex::new(HashMap::new()),
         }
     })
@@ -115,6 +117,41 @@ impl Fixtures {
                 extra: format!("{}{}", images::COUNTER_SERVICE, FILL_SERVICE),
                 ..base("1.0.0")
             },
+            // Soak and power-cut cycles: installs whatever the offer disk holds.
+            "cyc-2" | "cyc-3" | "cyc-2-bad" | "cyc-3-bad" => {
+                let bad = name.ends_with("-bad");
+                Recipe {
+                    security_version: if bad { 3 } else { 2 },
+                    health: if bad {
+                        "exit 1".into()
+                    } else {
+                        base("x").health
+                    },
+                    extra: format!("{}{}", images::COUNTER_SERVICE, OFFER_SERVICE),
+                    ..base(if name.starts_with("cyc-2") {
+                        "2.0.0"
+                    } else {
+                        "3.0.0"
+                    })
+                }
+            }
+            // Trusts two keys and needs both signatures.
+            "v1-t2" => Recipe {
+                keys: vec![self.public.clone(), self.other_public.clone()],
+                threshold: 2,
+                ..base("1.0.0")
+            },
+            // v3 that, once committed, replays an older valid bundle by hand.
+            "v3-replay" => Recipe {
+                security_version: 3,
+                extra: format!("{}{}", images::COUNTER_SERVICE, REPLAY_SERVICE),
+                ..base("3.0.0")
+            },
+            // A newer version whose security level is below v3's floor.
+            "v4-lowsv" => Recipe {
+                security_version: 2,
+                ..base("4.0.0")
+            },
             "v2-compat" => Recipe {
                 compatible: "some-other-board".into(),
                 ..base("2.0.0")
@@ -142,13 +179,26 @@ impl Fixtures {
             return p.clone();
         }
         let image = self.image(match name {
-            "v2-wrongkey" | "v2-tampered" => "v2",
+            "v2-wrongkey" | "v2-tampered" | "v2-twosig" => "v2",
             n => n,
         });
         let out = self.dir.path().join(format!("{name}.bundle"));
         match name {
             "v2-wrongkey" => {
                 bundle(&image, &self.other_key, &out);
+            }
+            "v2-twosig" => {
+                run_ok(
+                    images::slate()
+                        .arg("bundle")
+                        .arg(&image)
+                        .arg("--key")
+                        .arg(&self.key)
+                        .arg("--key")
+                        .arg(&self.other_key)
+                        .arg("-o")
+                        .arg(&out),
+                );
             }
             "v2-tampered" => {
                 let good = self.bundle("v2");
@@ -168,6 +218,30 @@ impl Fixtures {
         out
     }
 
+    /// Writes an offer disk at `out` holding the bundle of `name`, offered
+    /// under `nonce` (see `OFFER_SERVICE`); rewrites only the first sector
+    /// when `out` already holds that bundle.
+    pub fn offer(&self, name: &str, nonce: &str, out: &Path) {
+        use std::io::{Seek, SeekFrom, Write};
+        let bundle = self.bundle(name);
+        let bytes = std::fs::read(&bundle).unwrap();
+        let mut head = format!("SLATE-OFFER {} {nonce}\n", bytes.len()).into_bytes();
+        head.resize(4096, 0);
+        let same = std::fs::read(out).ok().is_some_and(|d| {
+            d.len() >= 4096 + bytes.len() && d[4096..4096 + bytes.len()] == bytes[..]
+        });
+        if !same {
+            let mut disk = head.clone();
+            disk.extend_from_slice(&bytes);
+            disk.resize(disk.len().next_multiple_of(512), 0);
+            std::fs::write(out, disk).unwrap();
+        } else {
+            let mut f = std::fs::OpenOptions::new().write(true).open(out).unwrap();
+            f.seek(SeekFrom::Start(0)).unwrap();
+            f.write_all(&head).unwrap();
+        }
+    }
+
     /// A private copy of a variant's disk.
     pub fn disk(&self, name: &str, test: &str) -> PathBuf {
         let src = self.image(name).join("disk.img");
@@ -178,6 +252,53 @@ impl Fixtures {
         self.dir.path().join(format!("{test}.console.log"))
     }
 }
+
+/// Installs the bundle on an offer disk (`SLATE-OFFER <len> <nonce>` in the
+/// first line, the bundle at 4096) by hand once the boot has its verdict,
+/// once per nonce (remembered on /data); the agent's own media scan does not
+/// see it (no bundle magic at offset 0).
+const OFFER_SERVICE: &str = r##"
+[[rootfs.files]]
+dst = "/usr/bin/take-offer"
+mode = "0755"
+content = """#!/bin/sh
+for i in $(seq 120); do [ -e /run/slate/committed ] && break; sleep 1; done
+for i in $(seq 120); do pidof slate-agent >/dev/null || break; sleep 1; done
+[ -e /dev/vdb ] || exit 0
+read -r magic len nonce < /dev/vdb
+[ "$magic" = SLATE-OFFER ] || exit 0
+if [ "$(cat /data/offer.last 2>/dev/null)" = "$nonce" ]; then
+    echo "SLATE-EVENT {\\"event\\":\\"offer_seen\\",\\"nonce\\":\\"$nonce\\"}"
+    exit 0
+fi
+echo "$nonce" > /data/offer.tmp && sync && mv /data/offer.tmp /data/offer.last && sync
+dd if=/dev/vdb bs=4096 skip=1 2>/dev/null | head -c "$len" > /run/offer.slate
+slate-agent install /run/offer.slate
+echo "SLATE-EVENT {\\"event\\":\\"offer\\",\\"rc\\":$?}"
+"""
+
+[[service]]
+name = "take-offer"
+exec = "/usr/bin/take-offer"
+restart = "never"
+"##;
+
+const REPLAY_SERVICE: &str = r##"
+[[rootfs.files]]
+dst = "/usr/bin/replay"
+mode = "0755"
+content = """#!/bin/sh
+for i in $(seq 120); do [ -e /run/slate/committed ] && break; sleep 1; done
+for i in $(seq 120); do pidof slate-agent >/dev/null || break; sleep 1; done
+slate-agent install --no-reboot /dev/vdc
+echo "SLATE-EVENT {\\"event\\":\\"replay\\",\\"rc\\":$?}"
+"""
+
+[[service]]
+name = "replay"
+exec = "/usr/bin/replay"
+restart = "never"
+"##;
 
 const RETRY_SERVICE: &str = r##"
 [[rootfs.files]]
