@@ -44,7 +44,12 @@ pub fn run(args: AgentArgs) -> Result<()> {
         AgentCommand::Status { json } => {
             let r = crate::agent::status::gather(&args.config)?;
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                let mut doc = serde_json::Map::new();
+                doc.insert("schema".into(), super::exit::JSON_SCHEMA.into());
+                if let serde_json::Value::Object(fields) = serde_json::to_value(&r)? {
+                    doc.extend(fields);
+                }
+                println!("{}", serde_json::Value::Object(doc));
             } else {
                 print!("{}", crate::agent::status::render(&r));
             }

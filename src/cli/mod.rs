@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 pub mod agent;
 pub mod build;
 pub mod bundle;
+pub mod exit;
 pub mod extract;
 pub mod inspect;
 pub mod keygen;
@@ -45,6 +46,40 @@ pub enum Command {
     Qemu(qemu::QemuArgs),
     /// The on-device agent (installed in images as slate-agent).
     Agent(agent::AgentArgs),
+}
+
+impl Cli {
+    /// For a command run with `--json`: the fields that identify what the
+    /// command worked on, printed with the error object if it fails
+    /// (docs/json.md). `None` without `--json`.
+    pub fn json_failure_context(&self) -> Option<serde_json::Map<String, serde_json::Value>> {
+        let mut m = serde_json::Map::new();
+        match &self.command {
+            Command::Verify(a) if a.json => {
+                m.insert("bundle".into(), a.bundle.display().to_string().into());
+                m.insert("valid".into(), false.into());
+            }
+            Command::Inspect(a) if a.json => {
+                m.insert("bundle".into(), a.bundle.display().to_string().into());
+            }
+            Command::Qemu(a) if a.json => {
+                m.insert("disk".into(), a.disk.display().to_string().into());
+            }
+            Command::Agent(agent::AgentArgs {
+                command: agent::AgentCommand::Status { json: true },
+                ..
+            }) => {}
+            _ => return None,
+        }
+        Some(m)
+    }
+}
+
+/// Parses the process's command line, runs it and returns its exit code.
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse_from(effective_args());
+    let json = cli.json_failure_context();
+    exit::report(run(cli), json)
 }
 
 /// Runs a parsed command line.
