@@ -145,10 +145,7 @@ impl Observer for Printer {
     fn event(&mut self, event: &ObservedEvent) {
         if self.json {
             if self.stdout_error.is_none() {
-                let mut line = event.to_json();
-                if let Some(fields) = line.as_object_mut() {
-                    fields.insert("schema".into(), super::exit::JSON_SCHEMA.into());
-                }
+                let line = event_json(event);
                 let mut out = std::io::stdout().lock();
                 if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
                     self.stdout_error = Some(e);
@@ -167,6 +164,15 @@ impl Observer for Printer {
     fn notice(&mut self, t: f64, message: &str) {
         eprintln!("slate qemu: {t:8.3} s {message}");
     }
+}
+
+/// The `--json` line of one event (docs/json.md).
+pub fn event_json(event: &ObservedEvent) -> serde_json::Value {
+    let mut line = event.to_json();
+    if let Some(fields) = line.as_object_mut() {
+        fields.insert("schema".into(), super::exit::JSON_SCHEMA.into());
+    }
+    line
 }
 
 /// `booted slot=A version=1.0.0`: the event name, then its other fields.
