@@ -307,3 +307,20 @@ fn help_fits_80_columns() {
         }
     }
 }
+
+#[test]
+fn keygen_creates_its_directory() {
+    // Issue 11: `slate keygen keys/dev` in a fresh directory failed.
+    let t = tempfile::tempdir().unwrap();
+    let prefix = t.path().join("new/keys/dev");
+    ok(slate().arg("keygen").arg(&prefix));
+    let dir = t.path().join("new/keys");
+    assert!(dir.join("dev.key").is_file() && dir.join("dev.pub").is_file());
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{mode:o}");
+    // Only the directory is created: a file in the way is an error.
+    std::fs::write(t.path().join("file"), "").unwrap();
+    let (code, _, err) = run(slate().arg("keygen").arg(t.path().join("file/dev")));
+    assert_eq!(code, IO, "{err}");
+    assert!(err.contains("file"), "{err}");
+}

@@ -4,6 +4,7 @@
 //! keys are errors), then [`Recipe::load`] applies defaults and validates every
 //! value, reporting problems as `file:line: field: message`.
 
+mod locate;
 mod raw;
 
 use crate::units::Bytes;
@@ -212,7 +213,13 @@ impl Recipe {
     pub fn parse(path: &Path, text: &str) -> Result<Recipe, RecipeError> {
         let cx = Cx { path, text };
         let raw: RawRecipe = toml::from_str(text).map_err(|e| {
-            let message = e.message().trim().to_string();
+            let mut message = e.message().trim().to_string();
+            // Type errors point at the value: name its field.
+            if let Some(field) = e.span().and_then(|s| locate::field_at(text, s.start)) {
+                if !message.starts_with("unknown field") && !message.starts_with("missing field") {
+                    message = format!("{}: {message}", field);
+                }
+            }
             cx.err(e.span(), message)
         })?;
         cx.validate(raw)
@@ -811,6 +818,38 @@ security_version = 2
             ),
         ];
         for (from, to, want) in cases {
+            let e = parse(&GOOD.replace(from, to)).unwrap_err().to_string();
+            assert!(e.contains(want), "{to}: {e}");
+            assert!(e.starts_with("recipes/t.toml:"), "{e}");
+        }
+    }
+
+    #[test]
+    fn type_errors_name_their_field() {
+        // Issue 11: "invalid type: string \"3\", expected i64" alone does
+        // not say which of the recipe's values is wrong.
+        for (from, to, want) in [
+            (
+                "security_version = 2",
+                "security_version = \"2\"",
+                "update.security_version: invalid type",
+            ),
+            (
+                "timeout = \"5s\"",
+                "timeout = 5",
+                "health.timeout: invalid type",
+            ),
+            (
+                "exec = \"echo hi\"",
+                "exec = [\"echo\"]",
+                "service[0].exec: invalid type",
+            ),
+            (
+                "mode = \"0644\"",
+                "mode = 644",
+                "rootfs.files[0].mode: invalid type",
+            ),
+        ] {
             let e = parse(&GOOD.replace(from, to)).unwrap_err().to_string();
             assert!(e.contains(want), "{to}: {e}");
             assert!(e.starts_with("recipes/t.toml:"), "{e}");
