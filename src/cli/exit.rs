@@ -209,7 +209,11 @@ pub fn report(result: anyhow::Result<()>, json_context: Option<Map<String, Value
             if let Some(context) = json_context {
                 println!("{}", failure_document(&e, context));
             }
-            eprintln!("slate: error: {}", one_line(&e));
+            if crate::progress::color() {
+                eprintln!("slate: \x1b[1;31merror:\x1b[0m {}", one_line(&e));
+            } else {
+                eprintln!("slate: error: {}", one_line(&e));
+            }
             ExitCode::from(classify(&e).exit_code())
         }
     }
