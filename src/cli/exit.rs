@@ -132,7 +132,7 @@ fn classify_one(c: &(dyn StdError + 'static)) -> Option<ErrorClass> {
             ComposeError::Recipe(r) => Some(recipe_class(r)),
             ComposeError::Packages(p) => packages_class(p),
             ComposeError::Io { .. } => Some(ErrorClass::Io),
-            ComposeError::Tree(_) => Some(ErrorClass::InvalidInput),
+            ComposeError::Tree(_) | ComposeError::OutDir(_) => Some(ErrorClass::InvalidInput),
             _ => None,
         };
     }

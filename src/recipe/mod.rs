@@ -144,6 +144,9 @@ pub struct DiskSpec {
 /// `[update]`
 #[derive(Debug, Clone)]
 pub struct UpdateSpec {
+    /// Whether devices take updates; `false` (no public keys) builds an
+    /// image that can never be updated, on purpose.
+    pub enabled: bool,
     /// Public keys (SPKI PEM) whose signatures the device accepts.
     pub public_keys: Vec<PathBuf>,
     /// Signatures needed from distinct trusted keys.
@@ -236,9 +239,17 @@ impl Recipe {
     /// `file:line` of a field (dotted name such as `disk.slot` or
     /// `rootfs.packages.2`), or just the file when it was not written.
     pub fn location(&self, field: &str) -> String {
-        match self.lines.get(field) {
-            Some(line) => format!("{}:{line}", self.path.display()),
-            None => self.path.display().to_string(),
+        // The field itself, else the nearest enclosing one that was written
+        // (`rootfs.files.2.src` -> `rootfs.files.2`).
+        let mut key = field;
+        loop {
+            if let Some(line) = self.lines.get(key) {
+                return format!("{}:{line}", self.path.display());
+            }
+            match key.rsplit_once('.') {
+                Some((head, _)) => key = head,
+                None => return self.path.display().to_string(),
+            }
         }
     }
 
@@ -608,6 +619,7 @@ impl Cx<'_> {
         }
 
         let mut update = UpdateSpec {
+            enabled: true,
             public_keys: Vec::new(),
             threshold: 1,
             security_version: 0,
@@ -616,6 +628,17 @@ impl Cx<'_> {
         for (i, k) in raw.update.public_keys.iter().enumerate() {
             mark(&format!("update.public_keys.{i}"), k.span());
             update.public_keys.push(PathBuf::from(k.get_ref()));
+        }
+        if let Some(e) = &raw.update.enabled {
+            mark("update", e.span());
+            update.enabled = *e.get_ref();
+            if !update.enabled && !update.public_keys.is_empty() {
+                return Err(self.field_err(
+                    e,
+                    "update.enabled",
+                    "false, but public_keys are listed: remove them or the enabled = false",
+                ));
+            }
         }
         if let Some(t) = &raw.update.threshold {
             if *t.get_ref() == 0 || *t.get_ref() as usize > update.public_keys.len().max(1) {
@@ -675,14 +698,21 @@ impl Cx<'_> {
     }
 }
 
-/// `rootfs.packages.2` -> `rootfs.packages[2]`.
+/// `rootfs.packages.2` -> `rootfs.packages[2]`, `rootfs.files.0.src` ->
+/// `rootfs.files[0].src`.
 fn display_field(key: &str) -> String {
-    match key.rsplit_once('.') {
-        Some((head, idx)) if idx.chars().all(|c| c.is_ascii_digit()) && !idx.is_empty() => {
-            format!("{head}[{idx}]")
+    let mut out = String::new();
+    for part in key.split('.') {
+        if !part.is_empty() && part.chars().all(|c| c.is_ascii_digit()) {
+            out.push_str(&format!("[{part}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(part);
         }
-        _ => key.to_string(),
     }
+    out
 }
 
 fn is_package_name(s: &str) -> bool {
@@ -759,6 +789,12 @@ security_version = 2
         assert_eq!(r.services[0].restart, Restart::Always);
         assert_eq!(r.location("disk.slot"), "recipes/t.toml:25");
         assert_eq!(r.location("rootfs.packages.0"), "recipes/t.toml:13");
+        assert_eq!(r.location("rootfs.files.0.src"), "recipes/t.toml:14");
+        assert_eq!(display_field("rootfs.files.0.src"), "rootfs.files[0].src");
+        assert_eq!(
+            display_field("update.public_keys.1"),
+            "update.public_keys[1]"
+        );
     }
 
     #[test]
