@@ -290,6 +290,70 @@ mod tests {
     }
 
     #[test]
+    fn packages_shipping_slate_paths_are_refused() {
+        use crate::packages::deb::{DebEntry, EntryKind};
+        let recipe = Recipe::parse(
+            Path::new("r.toml"),
+            "[image]\nname = \"x\"\nversion = \"1\"\n[kernel]\npackage = \"linux-image-amd64\"\n\
+             [rootfs]\npackages = [\"busybox-static\", \"sysvinit-core\"]\n",
+        )
+        .unwrap();
+        let entry = |path: &str, kind: EntryKind| DebEntry {
+            path: path.into(),
+            kind,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+        };
+        let file = || EntryKind::File {
+            staged: "f".into(),
+            size: 1,
+        };
+        let pkg = |name: &str, entries: Vec<DebEntry>| Unpacked {
+            name: name.into(),
+            dir: "/nonexistent".into(),
+            entries,
+        };
+        // Directories slate also makes, and other files: fine.
+        let ok = [pkg(
+            "busybox-static",
+            vec![
+                entry("/etc/slate", EntryKind::Dir),
+                entry("/bin/busybox", file()),
+            ],
+        )];
+        check_packages(&recipe, &ok).unwrap();
+        let e = check_packages(
+            &recipe,
+            &[pkg("sysvinit-core", vec![entry("/sbin/init", file())])],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("r.toml:7: rootfs.packages[1]: package sysvinit-core ships /sbin/init"),
+            "{e}"
+        );
+        let e = check_packages(
+            &recipe,
+            &[pkg("libfoo", vec![entry("/etc/inittab", file())])],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("rootfs.packages: package libfoo (a dependency) ships /etc/inittab"),
+            "{e}"
+        );
+        let e = check_packages(
+            &recipe,
+            &[pkg("x", vec![entry("/etc/slate/keys/evil.pub", file())])],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("/etc/slate/keys/evil.pub"), "{e}");
+    }
+
+    #[test]
     fn bzimage_magic() {
         let mut k = vec![0u8; 1024];
         assert!(!is_bzimage(&k));
