@@ -459,6 +459,8 @@ pub fn build(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<BuildOutput, 
             epoch,
         },
     )?;
+    crate::filesystems::bmap::write_bmap(&disk_path, &w.join(files::BMAP))
+        .map_err(|e| ComposeError::io("writing the block map of", &disk_path, e))?;
 
     let bootspec = BootSpec {
         name: recipe.name.clone(),
