@@ -115,7 +115,8 @@ fn openssl_keys_sign_bundles_slate_verifies() {
         d,
     );
     assert!(o.status.success(), "{o:?}");
-    let e = fails(
+    let e = fails_with(
+        INVALID_INPUT,
         slate()
             .arg("bundle")
             .arg(&build)
@@ -131,7 +132,8 @@ fn openssl_keys_sign_bundles_slate_verifies() {
     // So are keys of other algorithms.
     let o = openssl(&["genpkey", "-algorithm", "ed448", "-out", "ed448.key"], d);
     assert!(o.status.success(), "{o:?}");
-    let e = fails(
+    let e = fails_with(
+        INVALID_INPUT,
         slate()
             .arg("bundle")
             .arg(&build)

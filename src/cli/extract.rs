@@ -104,6 +104,9 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<()> {
             .with_context(|| format!("saving {}", args.output.display()))?,
         (None, None) => {}
     }
+    if crate::progress::quiet() {
+        return Ok(());
+    }
     eprintln!(
         "wrote {} ({} bytes, sha256 {}) to {}",
         a.name,

@@ -38,6 +38,7 @@ struct ArtifactJson<'a> {
 
 #[derive(Serialize)]
 struct InspectJson<'a> {
+    schema: u32,
     bundle: &'a Path,
     format: u32,
     name: &'a str,
@@ -59,6 +60,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         .with_context(|| format!("inspecting bundle {}", args.bundle.display()))?;
     let m = &head.manifest;
     let j = InspectJson {
+        schema: super::exit::JSON_SCHEMA,
         bundle: &args.bundle,
         format: m.format,
         name: &m.name,

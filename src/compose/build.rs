@@ -33,6 +33,8 @@ pub mod files {
     pub const INITRD: &str = "initrd.img";
     /// Boot parameters for the agent when it installs this build.
     pub const BOOTSPEC: &str = "boot.json";
+    /// The block map of the disk image, for bmaptool.
+    pub const BMAP: &str = "disk.img.bmap";
 }
 
 /// What `slate build` was asked to do.
@@ -242,28 +244,17 @@ pub fn build(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<BuildOutput, 
         .out_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("out").join(&recipe.name));
-    // Fail on unreadable keys before any slow work.
-    for (i, k) in recipe.update.public_keys.iter().enumerate() {
-        let p = super::rootfs::resolve(&recipe, k);
-        if let Err(e) = std::fs::metadata(&p) {
-            return Err(recipe
-                .error(
-                    &format!("update.public_keys.{i}"),
-                    format!(
-                        "cannot read {}: {e} (create a key pair with: slate keygen {})",
-                        p.display(),
-                        p.with_extension("").display()
-                    ),
-                )
-                .into());
-        }
-    }
+    // Never replace what slate did not write; checked before any slow work.
+    let out = super::outdir::check(&out_dir)?;
+    // Keys, kernel, files and protected paths, before any slow work.
+    super::preflight::check_inputs(&recipe, &|w| eprintln!("slate: warning: {w}"))?;
 
     let resolved = packages::provide(&recipe, &opts.cache, opts.update_lock, status)?;
     status("unpacking packages");
     let rootfs_pkgs = unpack_role(&resolved, Role::Rootfs, &opts.cache)?;
     let kernel_pkgs = unpack_role(&resolved, Role::Kernel, &opts.cache)?;
     let boot_pkgs = unpack_role(&resolved, Role::Boot, &opts.cache)?;
+    super::preflight::check_packages(&recipe, &rootfs_pkgs)?;
 
     // Timestamps: SOURCE_DATE_EPOCH, else the newest file in the packages
     // (deterministic for a given lock).
@@ -293,22 +284,7 @@ pub fn build(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<BuildOutput, 
         e => ComposeError::Other(e.to_string()),
     })?;
 
-    let parent = out_dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
-    std::fs::create_dir_all(&parent).map_err(|e| ComposeError::io("creating", &parent, e))?;
-    let work = tempfile::Builder::new()
-        .prefix(&format!(
-            ".{}.",
-            out_dir
-                .file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default()
-        ))
-        .tempdir_in(&parent)
-        .map_err(|e| ComposeError::io("creating a work directory in", &parent, e))?;
+    let work = super::outdir::work_dir(&out)?;
     let w = work.path();
 
     // initramfs
@@ -483,6 +459,8 @@ pub fn build(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<BuildOutput, 
             epoch,
         },
     )?;
+    crate::filesystems::bmap::write_bmap(&disk_path, &w.join(files::BMAP))
+        .map_err(|e| ComposeError::io("writing the block map of", &disk_path, e))?;
 
     let bootspec = BootSpec {
         name: recipe.name.clone(),
@@ -539,22 +517,13 @@ pub fn build(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<BuildOutput, 
             .map_err(|e| ComposeError::io("syncing", &p, e))?;
     }
 
-    // Swap the finished directory into place.
-    let work = work.keep();
-    let old = parent.join(format!(
-        ".{}.old",
-        out_dir
-            .file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default()
-    ));
-    if out_dir.exists() {
-        let _ = std::fs::remove_dir_all(&old);
-        std::fs::rename(&out_dir, &old).map_err(|e| ComposeError::io("replacing", &out_dir, e))?;
-    }
-    std::fs::rename(&work, &out_dir).map_err(|e| ComposeError::io("creating", &out_dir, e))?;
-    let _ = std::fs::remove_dir_all(&old);
-    crate::io::sync_dir(&parent).map_err(|e| ComposeError::io("syncing", &parent, e))?;
+    // Swap the finished directory into place, then record the lock: a
+    // failed build leaves both untouched.
+    super::outdir::replace(work, &out)?;
+    resolved
+        .lock
+        .store(&crate::packages::lock::lock_path(&recipe.path))
+        .map_err(crate::packages::PackagesError::from)?;
     Ok(BuildOutput {
         dir: out_dir,
         manifest,

@@ -109,7 +109,8 @@ fn inputs_for(recipe: &Recipe) -> LockInputs {
 }
 
 /// Resolves (or reads from the lock), downloads and verifies the recipe's
-/// packages, then writes the lock file beside the recipe.
+/// packages. The caller stores [`ResolvedPackages::lock`] beside the recipe
+/// once the build succeeded (a failed build changes no lock).
 pub fn provide(
     recipe: &Recipe,
     cache: &Path,
@@ -176,7 +177,6 @@ pub fn provide(
             path: fetched.0,
         });
     }
-    lock.store(&lock_path)?;
     Ok(ResolvedPackages { lock, packages })
 }
 

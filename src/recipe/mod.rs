@@ -4,6 +4,7 @@
 //! keys are errors), then [`Recipe::load`] applies defaults and validates every
 //! value, reporting problems as `file:line: field: message`.
 
+mod locate;
 mod raw;
 
 use crate::units::Bytes;
@@ -143,6 +144,9 @@ pub struct DiskSpec {
 /// `[update]`
 #[derive(Debug, Clone)]
 pub struct UpdateSpec {
+    /// Whether devices take updates; `false` (no public keys) builds an
+    /// image that can never be updated, on purpose.
+    pub enabled: bool,
     /// Public keys (SPKI PEM) whose signatures the device accepts.
     pub public_keys: Vec<PathBuf>,
     /// Signatures needed from distinct trusted keys.
@@ -212,7 +216,13 @@ impl Recipe {
     pub fn parse(path: &Path, text: &str) -> Result<Recipe, RecipeError> {
         let cx = Cx { path, text };
         let raw: RawRecipe = toml::from_str(text).map_err(|e| {
-            let message = e.message().trim().to_string();
+            let mut message = e.message().trim().to_string();
+            // Type errors point at the value: name its field.
+            if let Some(field) = e.span().and_then(|s| locate::field_at(text, s.start)) {
+                if !message.starts_with("unknown field") && !message.starts_with("missing field") {
+                    message = format!("{}: {message}", field);
+                }
+            }
             cx.err(e.span(), message)
         })?;
         cx.validate(raw)
@@ -229,9 +239,17 @@ impl Recipe {
     /// `file:line` of a field (dotted name such as `disk.slot` or
     /// `rootfs.packages.2`), or just the file when it was not written.
     pub fn location(&self, field: &str) -> String {
-        match self.lines.get(field) {
-            Some(line) => format!("{}:{line}", self.path.display()),
-            None => self.path.display().to_string(),
+        // The field itself, else the nearest enclosing one that was written
+        // (`rootfs.files.2.src` -> `rootfs.files.2`).
+        let mut key = field;
+        loop {
+            if let Some(line) = self.lines.get(key) {
+                return format!("{}:{line}", self.path.display());
+            }
+            match key.rsplit_once('.') {
+                Some((head, _)) => key = head,
+                None => return self.path.display().to_string(),
+            }
         }
     }
 
@@ -601,6 +619,7 @@ impl Cx<'_> {
         }
 
         let mut update = UpdateSpec {
+            enabled: true,
             public_keys: Vec::new(),
             threshold: 1,
             security_version: 0,
@@ -609,6 +628,17 @@ impl Cx<'_> {
         for (i, k) in raw.update.public_keys.iter().enumerate() {
             mark(&format!("update.public_keys.{i}"), k.span());
             update.public_keys.push(PathBuf::from(k.get_ref()));
+        }
+        if let Some(e) = &raw.update.enabled {
+            mark("update", e.span());
+            update.enabled = *e.get_ref();
+            if !update.enabled && !update.public_keys.is_empty() {
+                return Err(self.field_err(
+                    e,
+                    "update.enabled",
+                    "false, but public_keys are listed: remove them or the enabled = false",
+                ));
+            }
         }
         if let Some(t) = &raw.update.threshold {
             if *t.get_ref() == 0 || *t.get_ref() as usize > update.public_keys.len().max(1) {
@@ -668,14 +698,21 @@ impl Cx<'_> {
     }
 }
 
-/// `rootfs.packages.2` -> `rootfs.packages[2]`.
+/// `rootfs.packages.2` -> `rootfs.packages[2]`, `rootfs.files.0.src` ->
+/// `rootfs.files[0].src`.
 fn display_field(key: &str) -> String {
-    match key.rsplit_once('.') {
-        Some((head, idx)) if idx.chars().all(|c| c.is_ascii_digit()) && !idx.is_empty() => {
-            format!("{head}[{idx}]")
+    let mut out = String::new();
+    for part in key.split('.') {
+        if !part.is_empty() && part.chars().all(|c| c.is_ascii_digit()) {
+            out.push_str(&format!("[{part}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(part);
         }
-        _ => key.to_string(),
     }
+    out
 }
 
 fn is_package_name(s: &str) -> bool {
@@ -752,6 +789,12 @@ security_version = 2
         assert_eq!(r.services[0].restart, Restart::Always);
         assert_eq!(r.location("disk.slot"), "recipes/t.toml:25");
         assert_eq!(r.location("rootfs.packages.0"), "recipes/t.toml:13");
+        assert_eq!(r.location("rootfs.files.0.src"), "recipes/t.toml:14");
+        assert_eq!(display_field("rootfs.files.0.src"), "rootfs.files[0].src");
+        assert_eq!(
+            display_field("update.public_keys.1"),
+            "update.public_keys[1]"
+        );
     }
 
     #[test]
@@ -811,6 +854,38 @@ security_version = 2
             ),
         ];
         for (from, to, want) in cases {
+            let e = parse(&GOOD.replace(from, to)).unwrap_err().to_string();
+            assert!(e.contains(want), "{to}: {e}");
+            assert!(e.starts_with("recipes/t.toml:"), "{e}");
+        }
+    }
+
+    #[test]
+    fn type_errors_name_their_field() {
+        // Issue 11: "invalid type: string \"3\", expected i64" alone does
+        // not say which of the recipe's values is wrong.
+        for (from, to, want) in [
+            (
+                "security_version = 2",
+                "security_version = \"2\"",
+                "update.security_version: invalid type",
+            ),
+            (
+                "timeout = \"5s\"",
+                "timeout = 5",
+                "health.timeout: invalid type",
+            ),
+            (
+                "exec = \"echo hi\"",
+                "exec = [\"echo\"]",
+                "service[0].exec: invalid type",
+            ),
+            (
+                "mode = \"0644\"",
+                "mode = 644",
+                "rootfs.files[0].mode: invalid type",
+            ),
+        ] {
             let e = parse(&GOOD.replace(from, to)).unwrap_err().to_string();
             assert!(e.contains(want), "{to}: {e}");
             assert!(e.starts_with("recipes/t.toml:"), "{e}");

@@ -93,6 +93,7 @@ pub struct RawDisk {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpdate {
+    pub enabled: Option<Spanned<bool>>,
     #[serde(default)]
     pub public_keys: Vec<Spanned<String>>,
     pub threshold: Option<Spanned<u32>>,
