@@ -3,6 +3,7 @@
 //! (extracted at the offsets docs/bundle-format.md gives).
 
 mod bundle_support;
+mod common;
 
 use bundle_support::*;
 use std::path::Path;
@@ -22,7 +23,7 @@ fn have_openssl() -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        eprintln!("skipping: openssl is not installed");
+        common::skipped("bundle_openssl", "openssl is not installed");
     }
     ok
 }

@@ -6,6 +6,8 @@
 //! parallel; they skip with a message when QEMU, OVMF or the tools the
 //! generator needs are missing.
 
+mod common;
+
 use sha2::{Digest, Sha256};
 use slate::qemu::{self, ExitReason, KillAfter, QemuOptions};
 use std::collections::HashMap;
@@ -56,7 +58,7 @@ fn missing() -> Option<String> {
 macro_rules! require_qemu {
     () => {
         if let Some(why) = missing() {
-            eprintln!("skipping: {why}");
+            common::skipped("qemu_runner", &why);
             return;
         }
     };

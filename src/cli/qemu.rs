@@ -71,6 +71,16 @@ pub struct QemuArgs {
     /// Guest memory in MiB.
     #[arg(long, value_name = "MiB", default_value_t = QemuOptions::DEFAULT_MEMORY_MIB)]
     pub memory: u32,
+
+    /// Stop the guest's agent at fault POINT once (power off, or panic);
+    /// needs an agent built with the fault-injection feature.
+    #[arg(long, value_name = "POINT[:ACTION]")]
+    pub fault: Option<crate::agent::fault::FaultSpec>,
+
+    /// Fail writes to a partition of the system disk with EIO (at a
+    /// fraction of its size, default 0.5).
+    #[arg(long, value_name = "PART[@FRAC]")]
+    pub io_error: Option<crate::qemu::IoError>,
 }
 
 impl QemuArgs {
@@ -87,6 +97,8 @@ impl QemuArgs {
             }),
             console_log: self.console_log.clone(),
             memory_mib: self.memory,
+            fault: self.fault,
+            io_error: self.io_error.clone(),
             ..QemuOptions::new(&self.disk)
         }
     }
