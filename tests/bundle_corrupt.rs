@@ -471,10 +471,8 @@ fn empty_payloads_and_non_files() {
         assert_eq!(v["schema"], 1, "{v}");
         assert_eq!(v["error"]["class"], "io", "{v}");
         assert_eq!(v["error"]["exit_code"], IO, "{v}");
-        assert!(
-            v["bundle"].as_str().unwrap().ends_with("missing.slate"),
-            "{v}"
-        );
+        let named = if cmd == "verify" { "bundle" } else { "path" };
+        assert!(v[named].as_str().unwrap().ends_with("missing.slate"), "{v}");
         if cmd == "verify" {
             assert_eq!(v["valid"], false, "{v}");
         }

@@ -40,11 +40,12 @@ fn man_pages_are_current() {
     let stale = "docs/man is out of date: run `cargo run -- man docs/man`";
     assert_eq!(names(fresh.path()), names(&committed), "{stale}");
     for n in names(fresh.path()) {
-        assert_eq!(
-            std::fs::read(fresh.path().join(&n)).unwrap(),
-            std::fs::read(committed.join(&n)).unwrap(),
-            "{n}: {stale}"
-        );
+        let want = std::fs::read_to_string(fresh.path().join(&n)).unwrap();
+        let have = std::fs::read_to_string(committed.join(&n)).unwrap();
+        if let Some((w, h)) = want.lines().zip(have.lines()).find(|(w, h)| w != h) {
+            panic!("{n}: {stale}\n  generated: {w}\n  committed: {h}");
+        }
+        assert_eq!(want.len(), have.len(), "{n}: {stale}");
     }
     assert!(names(&committed).contains(&"slate-build.1".to_string()));
 }

@@ -108,8 +108,13 @@ fn rootfs_len(f: &Fixtures, image: &str) -> u64 {
 
 /// Slot A (partition 2) still holds v1's root filesystem, byte for byte.
 fn assert_slot_a_intact(f: &Fixtures, disk: &Path, ctx: &str) {
-    let len = rootfs_len(f, "v1");
-    let want = images::sha256sum(&f.image("v1").join("rootfs.ext4"));
+    assert_slot_a_holds(f, disk, "v1", ctx)
+}
+
+/// Slot A (partition 2) holds `image`'s root filesystem, byte for byte.
+fn assert_slot_a_holds(f: &Fixtures, disk: &Path, image: &str, ctx: &str) {
+    let len = rootfs_len(f, image);
+    let want = images::sha256sum(&f.image(image).join("rootfs.ext4"));
     let (off, _) = partition_range(disk, 2);
     assert_eq!(sha256_range(disk, off, len), want, "{ctx}: slot A changed");
 }
@@ -565,7 +570,7 @@ fn full_data_partition_stops_the_install_with_state_intact() {
         before_b,
         "slot B was written although the install was never recorded"
     );
-    assert_slot_a_intact(f, &disk, test);
+    assert_slot_a_holds(f, &disk, "v1-datafull", test);
     assert_committed_entry(&disk, "a", test);
     let state = device_state(&disk, &f.dir.path().join("full.data"));
     assert_eq!(state["update"]["phase"], "idle", "{state}");

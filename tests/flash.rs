@@ -88,4 +88,72 @@ fn bmaptool_copies_the_disk_exactly_and_safely() {
     std::fs::write(&flashed, slot).unwrap();
     assert_eq!(cat(&flashed), cat(&out.join("rootfs.ext4")));
     assert!(!cat(&flashed).is_empty());
+
+    // `slate inspect` reads the same image back (issue 11), checked against
+    // sgdisk and mtools, in the shape docs/json.md shows.
+    let j = run_ok(images::slate().arg("inspect").arg(&out).arg("--json"));
+    let j: serde_json::Value = serde_json::from_slice(&j.stdout).unwrap();
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/json.md")).unwrap();
+    let ex = &doc[doc.find("```json inspect-image\n").unwrap() + 22..];
+    let ex: serde_json::Value = serde_json::from_str(&ex[..ex.find("```").unwrap()]).unwrap();
+    assert_eq!(keys(&ex), keys(&j));
+    assert_eq!(keys(&ex["disk"]), keys(&j["disk"]));
+    assert_eq!(
+        keys(&ex["disk"]["slots"]["A"]),
+        keys(&j["disk"]["slots"]["A"])
+    );
+    assert_eq!(j["schema"], 1);
+    assert_eq!(j["kind"], "build");
+    assert_eq!(j["build"]["version"], "1.0.0");
+    for (n, p) in j["disk"]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        let (off, len) = images::partition_range(&disk, n as u32 + 1);
+        assert_eq!(
+            (p["offset"].as_u64(), p["size"].as_u64()),
+            (Some(off), Some(len))
+        );
+    }
+    for slot in ["A", "B"] {
+        let s = &j["disk"]["slots"][slot];
+        assert_eq!(s["version"], "1.0.0", "{s}");
+        assert_eq!(s["image"], "scenario", "{s}");
+        assert!(s["files"].as_u64().unwrap() > 100, "{s}");
+    }
+    assert_eq!(j["disk"]["slots"]["A"]["boot_state"], "good");
+    let esp = extract_partition(&disk, 1, &d.path().join("esp2.img"));
+    let listing = run_ok(
+        Command::new("mdir")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .args(["-/", "-b", "-i"])
+            .arg(&esp)
+            .arg("::/"),
+    );
+    let mut from_mtools: Vec<String> = String::from_utf8_lossy(&listing.stdout)
+        .lines()
+        .filter(|l| !l.ends_with('/'))
+        .map(|l| l.trim_start_matches("::").to_string())
+        .collect();
+    from_mtools.sort();
+    let from_slate: Vec<String> = j["disk"]["esp_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(from_slate, from_mtools);
+    // A disk image directly: the same disk, `kind` disk and no build.
+    let k = run_ok(images::slate().arg("inspect").arg(&disk).arg("--json"));
+    let k: serde_json::Value = serde_json::from_slice(&k.stdout).unwrap();
+    assert_eq!(k["kind"], "disk");
+    assert!(k["build"].is_null());
+    assert_eq!(k["disk"], j["disk"]);
+}
+
+fn keys(v: &serde_json::Value) -> Vec<String> {
+    v.as_object().unwrap().keys().cloned().collect()
 }

@@ -143,7 +143,7 @@ fn events_doc_lists_every_event_with_its_fields() {
 }
 
 /// The example in docs/json.md after "```json LABEL".
-fn example(label: &str) -> Value {
+pub fn example(label: &str) -> Value {
     let doc = read("docs/json.md");
     let start = doc
         .find(&format!("```json {label}\n"))
@@ -265,7 +265,7 @@ fn verify_and_inspect_json_match_the_docs() {
     assert_eq!(v["error"]["class"], "invalid_input", "{v}");
     let v = json_out(slate().arg("inspect").arg(&missing).arg("--json"), IO);
     assert!(
-        v["bundle"].is_string() && v["error"]["message"].is_string(),
+        v["path"].is_string() && v["error"]["message"].is_string(),
         "{v}"
     );
 }

@@ -359,7 +359,8 @@ fn qemu_exiting_first_fails() {
 fn missing_disk_is_one_clear_error() {
     let out = slate_qemu(&["/nonexistent/disk.img", "--expect", "booted"]);
     let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1));
+    // An I/O error (docs/cli.md).
+    assert_eq!(out.status.code(), Some(5));
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
         stderr.starts_with("slate: error: opening disk image /nonexistent/disk.img:"),

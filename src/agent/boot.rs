@@ -163,9 +163,11 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
     if verdict == Verdict::Trial {
         fault::hit(FaultPoint::TrialBeforeVerdict);
     }
-    let health = health::check(
+    let health = health::check_with_retries(
         &dev.config.health_command,
         Duration::from_millis(dev.config.health_timeout_ms),
+        dev.config.health_retries,
+        Duration::from_millis(dev.config.health_interval_ms),
     );
     match health {
         Health::Healthy => {

@@ -374,7 +374,10 @@ pub fn install(
     let bootspec = match write_artifacts(reader, &part, &mut flow, target) {
         Ok(b) => b,
         Err(e) => {
-            // The slot stays disabled; the running system is untouched.
+            // The slot stays disabled; the running system is untouched. The
+            // event comes once the state says so.
+            state.abandon()?;
+            dev.save_state(state)?;
             emit(
                 "install_failed",
                 &[
@@ -382,8 +385,6 @@ pub fn install(
                     ("reason", json!(format!("{e:#}"))),
                 ],
             );
-            state.abandon()?;
-            dev.save_state(state)?;
             return Err(e);
         }
     };

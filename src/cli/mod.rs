@@ -54,7 +54,7 @@ pub enum Command {
     Bundle(bundle::BundleArgs),
     /// Verify a bundle's signatures and its whole payload.
     Verify(verify::VerifyArgs),
-    /// Show a bundle's manifest and signatures.
+    /// Show what a bundle, build directory or disk image holds.
     Inspect(inspect::InspectArgs),
     /// Write one verified artifact of a bundle to a file or block device.
     Extract(extract::ExtractArgs),
@@ -81,7 +81,7 @@ impl Cli {
                 m.insert("valid".into(), false.into());
             }
             Command::Inspect(a) if a.json => {
-                m.insert("bundle".into(), a.bundle.display().to_string().into());
+                m.insert("path".into(), a.bundle.display().to_string().into());
             }
             Command::Qemu(a) if a.json => {
                 m.insert("disk".into(), a.disk.display().to_string().into());

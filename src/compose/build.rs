@@ -375,6 +375,8 @@ fn agent_config(recipe: &Recipe, watchdog_secs: u64) -> AgentConfig {
         security_version: recipe.update.security_version,
         health_command: recipe.health.command.clone(),
         health_timeout_ms: recipe.health.timeout.as_millis() as u64,
+        health_retries: recipe.health.retries,
+        health_interval_ms: recipe.health.interval.as_millis() as u64,
         tries: recipe.update.tries,
         public_keys: (0..recipe.update.public_keys.len())
             .map(|i| PathBuf::from(format!("/etc/slate/keys/{i}.pub")))

@@ -117,6 +117,9 @@ pub struct Service {
     pub restart: Restart,
     /// Run to completion before the agent and other services start.
     pub wait: bool,
+    /// Services this one starts after (init starts services in this order;
+    /// `wait` services finish before any other starts).
+    pub after: Vec<String>,
 }
 
 /// `[health]`
@@ -124,8 +127,12 @@ pub struct Service {
 pub struct HealthSpec {
     /// Shell command; exit 0 means healthy.
     pub command: String,
-    /// How long the check may run.
+    /// How long one attempt may run.
     pub timeout: Duration,
+    /// Further attempts after a failure.
+    pub retries: u32,
+    /// Pause between attempts.
+    pub interval: Duration,
     /// Watchdog period armed by the initramfs; covers boot up to the verdict.
     pub watchdog: Duration,
 }
@@ -596,8 +603,45 @@ impl Cx<'_> {
                 exec: sr.exec.get_ref().clone(),
                 restart: if sr.wait { Restart::Never } else { restart },
                 wait: sr.wait,
+                after: sr.after.iter().map(|a| a.get_ref().clone()).collect(),
             });
         }
+        for (i, s) in raw.iter().enumerate() {
+            let sr = s.get_ref();
+            for (j, a) in sr.after.iter().enumerate() {
+                let field = format!("service[{i}].after[{j}]");
+                let Some(dep) = services.iter().find(|x| &x.name == a.get_ref()) else {
+                    return Err(self.field_err(
+                        a,
+                        &field,
+                        format!("no service named {:?}", a.get_ref()),
+                    ));
+                };
+                if dep.name == services[i].name {
+                    return Err(self.field_err(a, &field, "a service cannot start after itself"));
+                }
+                if services[i].wait && !dep.wait {
+                    return Err(self.field_err(
+                        a,
+                        &field,
+                        format!(
+                            "wait = true services finish before the others start, so it cannot start after {:?} (no wait)",
+                            dep.name
+                        ),
+                    ));
+                }
+            }
+        }
+        let services = order_services(services).map_err(|name| {
+            let span = raw
+                .iter()
+                .find(|s| s.get_ref().name.get_ref() == &name)
+                .map(|s| s.span());
+            self.err(
+                span,
+                format!("service: {name:?} is part of an `after` cycle"),
+            )
+        })?;
 
         Ok(services)
     }
@@ -615,7 +659,18 @@ impl Cx<'_> {
                 };
                 let watchdog = match &h.watchdog {
                     Some(t) => self.duration(t, "health.watchdog")?,
-                    None => timeout + Duration::from_secs(60),
+                    None => {
+                        let retries = h
+                            .retries
+                            .as_ref()
+                            .map_or(0, |r| (*r.get_ref()).clamp(0, 100) as u32);
+                        let interval = h
+                            .interval
+                            .as_ref()
+                            .and_then(|i| parse_duration(i.get_ref()))
+                            .unwrap_or(Duration::from_secs(1));
+                        timeout * (retries + 1) + interval * retries + Duration::from_secs(60)
+                    }
                 };
                 if watchdog <= timeout {
                     let span = h.watchdog.as_ref().map(|w| w.span());
@@ -623,15 +678,48 @@ impl Cx<'_> {
                         self.err(span, "health.watchdog: must be longer than health.timeout")
                     );
                 }
+                let retries = match &h.retries {
+                    Some(r) if !(0..=100).contains(r.get_ref()) => {
+                        return Err(self.field_err(r, "health.retries", "must be 0-100"));
+                    }
+                    Some(r) => *r.get_ref() as u32,
+                    None => 0,
+                };
+                let interval = match &h.interval {
+                    Some(t) => self.duration(t, "health.interval")?,
+                    None => Duration::from_secs(1),
+                };
+                // The watchdog covers the whole verdict: every attempt and pause.
+                let worst = timeout * (retries + 1) + interval * retries;
+                if watchdog <= worst {
+                    let span = h
+                        .watchdog
+                        .as_ref()
+                        .map(|w| w.span())
+                        .or(h.retries.as_ref().map(|r| r.span()));
+                    return Err(self.err(
+                        span,
+                        format!(
+                            "health.watchdog: must be longer than all attempts of the check ({} s = {} x timeout + {} x interval)",
+                            worst.as_secs_f64(),
+                            retries + 1,
+                            retries
+                        ),
+                    ));
+                }
                 HealthSpec {
                     command: h.command.get_ref().clone(),
                     timeout,
+                    retries,
+                    interval,
                     watchdog,
                 }
             }
             None => HealthSpec {
                 command: "true".into(),
                 timeout: Duration::from_secs(30),
+                retries: 0,
+                interval: Duration::from_secs(1),
                 watchdog: Duration::from_secs(90),
             },
         })
@@ -750,6 +838,24 @@ struct ImageSpec {
     name: String,
     version: Version,
     compatible: String,
+}
+
+/// Orders services so each comes after those in its `after` list (a stable
+/// topological sort: otherwise recipe order). `Err(name)` names a service in
+/// a cycle.
+fn order_services(services: Vec<Service>) -> Result<Vec<Service>, String> {
+    let mut left = services;
+    let mut out: Vec<Service> = Vec::new();
+    while !left.is_empty() {
+        let ready = left
+            .iter()
+            .position(|s| s.after.iter().all(|a| out.iter().any(|o| &o.name == a)));
+        match ready {
+            Some(i) => out.push(left.remove(i)),
+            None => return Err(left[0].name.clone()),
+        }
+    }
+    Ok(out)
 }
 
 /// `rootfs.packages.2` -> `rootfs.packages[2]`, `rootfs.files.0.src` ->
@@ -944,6 +1050,53 @@ security_version = 2
             assert!(e.contains(want), "{to}: {e}");
             assert!(e.starts_with("recipes/t.toml:"), "{e}");
         }
+    }
+
+    #[test]
+    fn health_retries_and_service_order() {
+        let text = GOOD.replace(
+            "timeout = \"5s\"",
+            "timeout = \"5s\"\nretries = 4\ninterval = \"2s\"",
+        );
+        let r = parse(&text).unwrap();
+        assert_eq!(
+            (r.health.retries, r.health.interval),
+            (4, Duration::from_secs(2))
+        );
+        // The default watchdog covers every attempt.
+        assert!(r.health.watchdog > Duration::from_secs(5 * 5 + 4 * 2));
+        let e = parse(&text.replace("interval = \"2s\"", "interval = \"2s\"\nwatchdog = \"20s\""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("health.watchdog: must be longer than all attempts"),
+            "{e}"
+        );
+
+        let svc = |name: &str, after: &str| {
+            format!("[[service]]\nname = \"{name}\"\nexec = \"x\"\nafter = [{after}]\n")
+        };
+        let base = GOOD.replace("[[service]]\nname = \"hello\"\nexec = \"echo hi\"\n", "");
+        let text = format!(
+            "{base}{}{}{}",
+            svc("web", "\"db\", \"cache\""),
+            svc("db", ""),
+            svc("cache", "\"db\"")
+        );
+        let r = parse(&text).unwrap();
+        let names: Vec<&str> = r.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["db", "cache", "web"]);
+        let e = parse(&format!("{base}{}", svc("web", "\"nope\"")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("service[0].after[0]: no service named \"nope\""),
+            "{e}"
+        );
+        let e = parse(&format!("{base}{}{}", svc("a", "\"b\""), svc("b", "\"a\"")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cycle"), "{e}");
     }
 
     #[test]

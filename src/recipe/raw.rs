@@ -72,6 +72,8 @@ pub struct RawService {
     pub restart: Option<Spanned<String>>,
     #[serde(default)]
     pub wait: bool,
+    #[serde(default)]
+    pub after: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,6 +82,8 @@ pub struct RawHealth {
     pub command: Spanned<String>,
     pub timeout: Option<Spanned<String>>,
     pub watchdog: Option<Spanned<String>>,
+    pub retries: Option<Spanned<i64>>,
+    pub interval: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
