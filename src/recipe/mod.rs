@@ -213,7 +213,11 @@ impl Recipe {
         let cx = Cx { path, text };
         let raw: RawRecipe = toml::from_str(text).map_err(|e| {
             let message = e.message().trim().to_string();
-            cx.err(e.span(), message)
+            // Name the field too, as every other recipe error does.
+            match e.span().and_then(|s| field_at(text, s.start)) {
+                Some(field) => cx.err(e.span(), format!("{field}: {message}")),
+                None => cx.err(e.span(), message),
+            }
         })?;
         cx.validate(raw)
     }
@@ -253,6 +257,48 @@ impl Recipe {
             keyring: "/usr/share/keyrings/debian-archive-keyring.gpg".into(),
             architecture: "amd64".into(),
         }
+    }
+}
+
+/// The dotted field (`disk.slot`, `rootfs.files[1].src`) whose key or table
+/// header is on the line of byte `offset`, or the nearest one above it.
+fn field_at(text: &str, offset: usize) -> Option<String> {
+    let end = text[..offset.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let line_end = text[end..].find('\n').map_or(text.len(), |i| end + i);
+    let mut key = None;
+    let mut table = None;
+    let upto = &text[..line_end];
+    for line in upto.lines().rev().map(str::trim) {
+        if let Some(h) = line.strip_prefix('[') {
+            let array = h.starts_with('[');
+            let name = h.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+            table = Some(if array {
+                let header = format!("[[{name}]]");
+                let n = upto.lines().filter(|l| l.trim() == header).count();
+                format!("{name}[{}]", n.saturating_sub(1))
+            } else {
+                name
+            });
+            break;
+        }
+        if key.is_none() && !line.starts_with('#') {
+            if let Some((k, _)) = line.split_once('=') {
+                let k = k.trim();
+                if !k.is_empty()
+                    && k.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+                {
+                    key = Some(k.to_string());
+                }
+            }
+        }
+    }
+    match (table, key) {
+        (Some(t), Some(k)) => Some(format!("{t}.{k}")),
+        (Some(t), None) => Some(t),
+        (None, k) => k,
     }
 }
 
@@ -738,6 +784,40 @@ security_version = 2
 
     fn parse(text: &str) -> Result<Recipe, RecipeError> {
         Recipe::parse(Path::new("recipes/t.toml"), text)
+    }
+
+    #[test]
+    fn type_errors_name_the_field() {
+        for (from, to, want) in [
+            (
+                "slot = \"128M\"",
+                "slot = 128",
+                "t.toml:25: disk.slot: invalid type: integer",
+            ),
+            (
+                "security_version = 2",
+                "security_version = \"2\"",
+                "update.security_version:",
+            ),
+            (
+                "packages = [\"busybox-static\"]",
+                "packages = \"busybox-static\"",
+                "rootfs.packages:",
+            ),
+            (
+                "exec = \"echo hi\"",
+                "exec = [1]",
+                "t.toml:18: service[0].exec: invalid type",
+            ),
+            (
+                "[disk]",
+                "[disk]\nslots = 3",
+                "disk.slots: unknown field `slots`",
+            ),
+        ] {
+            let e = parse(&GOOD.replace(from, to)).unwrap_err().to_string();
+            assert!(e.contains(want), "{e:?} lacks {want:?}");
+        }
     }
 
     #[test]
