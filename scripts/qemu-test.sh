@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 export LC_ALL=C TZ=UTC
 
 # Debian packages the tests use as independent checkers and as the VM.
-PACKAGES=(qemu-system-x86 ovmf e2fsprogs dosfstools mtools gdisk openssl zstd cpio util-linux python3 man-db bash bmap-tools)
+PACKAGES=(qemu-system-x86 ovmf e2fsprogs dosfstools mtools gdisk openssl zstd cpio util-linux python3 man-db bash bmap-tools dmsetup)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -268,6 +268,10 @@ pub fn rootfs_tree(recipe: &Recipe, inputs: &RootfsInputs<'_>) -> Result<Tree, C
             FileSource::Inline(s) => text(s.clone(), f.mode.unwrap_or(0o644), mtime),
             FileSource::Host(p) => {
                 let host = resolve(recipe, p);
+                if p.is_relative() {
+                    inside_recipe_dir(recipe, &host)
+                        .map_err(|m| ComposeError::Recipe(recipe.error(&field, m)))?;
+                }
                 let md = std::fs::metadata(&host).map_err(|e| {
                     ComposeError::Recipe(
                         recipe.error(&field, format!("cannot read {}: {e}", host.display())),
@@ -301,6 +305,28 @@ pub fn rootfs_tree(recipe: &Recipe, inputs: &RootfsInputs<'_>) -> Result<Tree, C
             .map_err(|e| ComposeError::Recipe(recipe.error(&field, e.to_string())))?;
     }
     Ok(tree)
+}
+
+/// A relative `src` names a file inside the recipe's directory: one that
+/// leaves it through `..` or a symlink (to an absolute path or not) is
+/// refused, so a recipe cannot hide where it reads from. (An absolute `src`
+/// names a host file openly.)
+fn inside_recipe_dir(recipe: &Recipe, host: &Path) -> Result<(), String> {
+    let dir = recipe.dir();
+    let base =
+        std::fs::canonicalize(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    let real =
+        std::fs::canonicalize(host).map_err(|e| format!("cannot read {}: {e}", host.display()))?;
+    if real.starts_with(&base) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} resolves to {}, outside the recipe's directory {} (write an absolute src to take a file from elsewhere)",
+            host.display(),
+            real.display(),
+            base.display()
+        ))
+    }
 }
 
 /// A recipe path: absolute, or relative to the recipe's directory.

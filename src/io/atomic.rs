@@ -40,6 +40,12 @@ impl AtomicFile {
         self.tmp.as_file_mut()
     }
 
+    /// The temp file's own path (for reading what was written back before
+    /// [`AtomicFile::commit`]).
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
     /// Where the file will appear.
     pub fn dest(&self) -> &Path {
         &self.dest

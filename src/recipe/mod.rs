@@ -938,6 +938,40 @@ security_version = 2
     }
 
     #[test]
+    fn type_errors_name_the_field() {
+        for (from, to, want) in [
+            (
+                "slot = \"128M\"",
+                "slot = 128",
+                "t.toml:25: disk.slot: invalid type: integer",
+            ),
+            (
+                "security_version = 2",
+                "security_version = \"2\"",
+                "update.security_version:",
+            ),
+            (
+                "packages = [\"busybox-static\"]",
+                "packages = \"busybox-static\"",
+                "rootfs.packages:",
+            ),
+            (
+                "exec = \"echo hi\"",
+                "exec = [1]",
+                "t.toml:18: service[0].exec: invalid type",
+            ),
+            (
+                "[disk]",
+                "[disk]\nslots = 3",
+                "disk.slots: unknown field `slots`",
+            ),
+        ] {
+            let e = parse(&GOOD.replace(from, to)).unwrap_err().to_string();
+            assert!(e.contains(want), "{e:?} lacks {want:?}");
+        }
+    }
+
+    #[test]
     fn parses_a_full_recipe() {
         let r = parse(GOOD).unwrap();
         assert_eq!(r.name, "minimal");

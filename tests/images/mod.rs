@@ -26,7 +26,8 @@ pub fn slate() -> Command {
 
 #[path = "../common/mod.rs"]
 mod shared;
-pub use shared::run_ok;
+#[allow(unused_imports)]
+pub use shared::{is_root, run_ok, skip_without, skipped};
 
 /// Whether QEMU and OVMF are installed (prints why not).
 pub fn have_qemu(test: &str) -> bool {
