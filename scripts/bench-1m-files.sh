@@ -63,7 +63,7 @@ e2fsck -fn "$IMG" > "$BENCH_DIR/e2fsck.log" 2>&1 || {
     tail -20 "$BENCH_DIR/e2fsck.log" >&2
     exit 1
 }
-echo "e2fsck -fn: clean in $(since "$t0") s: $(grep -E 'files,' "$BENCH_DIR/e2fsck.log" | tail -1)"
+echo "e2fsck -fn: clean in $(since "$t0") s: $(grep -E ' files ' "$BENCH_DIR/e2fsck.log" | tail -1)"
 
 # Every file is there (debugfs counts the inodes in use) and a sample of
 # contents reads back.
