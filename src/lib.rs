@@ -14,6 +14,7 @@
 
 pub mod agent;
 pub mod boot_env;
+pub mod boot_spec;
 pub mod build_manifest;
 pub mod bundle;
 pub mod cli;

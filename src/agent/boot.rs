@@ -225,9 +225,12 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
                     &format!("{reason}; no committed slot to fall back to"),
                 );
             }
-            // The committed slot is the best this device has: stay up so
-            // it can be reached and fixed.
+            // The committed slot (or the only one that boots) is the best
+            // this device has: stay up so it can be reached and fixed.
             esp.unmount()?;
+            if verdict == Verdict::ReportOnly {
+                return stay_up(booted, &reason);
+            }
             if let Err(e) = watchdog::disarm() {
                 eprintln!("slate-agent: stopping the watchdog: {e}");
             }

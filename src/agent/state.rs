@@ -288,9 +288,9 @@ pub enum BootKind {
     /// finish the fallback without checking again. A slot found bad once is
     /// never committed.
     ResumeFallback,
-    /// The booted slot is marked bad or out of tries and the loader started
-    /// it anyway: nothing else is bootable. Stay up and report; never commit
-    /// it and never reboot into a loop.
+    /// The booted slot is out of tries, is not on its last counted attempt of
+    /// an update, and nothing else is bootable: stay up and report; never
+    /// commit it and never reboot into a loop.
     LastResort {
         /// Whether the stored update is this slot's trial (given up now).
         give_up_update: bool,
@@ -345,25 +345,41 @@ pub fn classify(booted: SlotId, boot: &BootSnapshot, update: &UpdatePhase) -> Bo
         UpdatePhase::Failed { reason, .. } => Some(reason.clone()),
         _ => None,
     };
+    let trial = |update: &UpdatePhase| match update {
+        UpdatePhase::Failed { .. } if for_me => BootKind::ResumeFallback,
+        UpdatePhase::Installing(_) if for_me => BootKind::Trial {
+            record_installed: true,
+            unknown: false,
+        },
+        UpdatePhase::Installed(_) if for_me => BootKind::Trial {
+            record_installed: false,
+            unknown: false,
+        },
+        _ => BootKind::Trial {
+            record_installed: false,
+            unknown: true,
+        },
+    };
     match mine {
-        SlotBootState::Trying { .. } => match update {
-            UpdatePhase::Failed { .. } if for_me => BootKind::ResumeFallback,
-            UpdatePhase::Installing(_) if for_me => BootKind::Trial {
-                record_installed: true,
-                unknown: false,
-            },
-            UpdatePhase::Installed(_) if for_me => BootKind::Trial {
-                record_installed: false,
-                unknown: false,
-            },
-            _ => BootKind::Trial {
-                record_installed: false,
-                unknown: true,
-            },
-        },
-        SlotBootState::Bad { .. } => BootKind::LastResort {
-            give_up_update: for_me,
-        },
+        SlotBootState::Trying { .. } => trial(update),
+        // Out of tries: either this boot was its last counted attempt (the
+        // loader took the counter to 0 just before starting it; with a
+        // committed slot beside it, that is the only way it boots), or the
+        // loader started it because nothing else is bootable.
+        SlotBootState::Bad { .. } => {
+            let other_good = matches!(theirs, SlotBootState::Good { .. });
+            let its_update = matches!(
+                update,
+                UpdatePhase::Installing(_) | UpdatePhase::Installed(_) | UpdatePhase::Failed { .. }
+            ) && for_me;
+            if other_good || its_update {
+                trial(update)
+            } else {
+                BootKind::LastResort {
+                    give_up_update: for_me,
+                }
+            }
+        }
         SlotBootState::Unbootable => BootKind::Unlisted,
         SlotBootState::Good { .. } => {
             if for_me {
@@ -721,11 +737,21 @@ mod tests {
         let mut s = DeviceState::factory("1.0.0", 1);
         s.begin_install(pending(SlotId::B)).unwrap();
         s.installed().unwrap();
+        // Its last counted attempt (the loader took the counter to 0 for
+        // this very boot): still a trial, with or without a fallback.
+        for other in [GOOD1, NONE] {
+            assert_eq!(
+                classify(SlotId::B, &snap(other, BAD2), &s.update),
+                BootKind::Trial {
+                    record_installed: false,
+                    unknown: false
+                }
+            );
+        }
+        s.trial_failed("r".into()).unwrap();
         assert_eq!(
-            classify(SlotId::B, &snap(NONE, BAD2), &s.update),
-            BootKind::LastResort {
-                give_up_update: true
-            }
+            classify(SlotId::B, &snap(GOOD1, BAD2), &s.update),
+            BootKind::ResumeFallback
         );
         assert_eq!(
             classify(SlotId::A, &snap(BAD2, NONE), &UpdatePhase::Idle),
@@ -768,10 +794,18 @@ mod tests {
                             let ctx = format!("{booted} {mine:?} {theirs:?} {phase:?} -> {k:?}");
                             match &k {
                                 BootKind::Trial { .. } | BootKind::ResumeFallback => {
-                                    assert!(matches!(mine, SlotBootState::Trying { .. }), "{ctx}")
+                                    assert!(
+                                        matches!(
+                                            mine,
+                                            SlotBootState::Trying { .. }
+                                                | SlotBootState::Bad { .. }
+                                        ),
+                                        "{ctx}"
+                                    )
                                 }
                                 BootKind::LastResort { .. } => {
-                                    assert!(matches!(mine, SlotBootState::Bad { .. }), "{ctx}")
+                                    assert!(matches!(mine, SlotBootState::Bad { .. }), "{ctx}");
+                                    assert!(!matches!(theirs, SlotBootState::Good { .. }), "{ctx}");
                                 }
                                 BootKind::InterruptedInstall { target: t }
                                 | BootKind::RolledBack { from: t, .. } => {

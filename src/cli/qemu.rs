@@ -72,13 +72,11 @@ pub struct QemuArgs {
     #[arg(long, value_name = "MiB", default_value_t = QemuOptions::DEFAULT_MEMORY_MIB)]
     pub memory: u32,
 
-    /// Stop the guest's agent at fault POINT once (power off, or panic);
-    /// needs an agent built with the fault-injection feature.
+    /// Stop the agent once at POINT (test builds; docs/updates.md)
     #[arg(long, value_name = "POINT[:ACTION]")]
     pub fault: Option<crate::agent::fault::FaultSpec>,
 
-    /// Fail writes to a partition of the system disk with EIO (at a
-    /// fraction of its size, default 0.5).
+    /// Fail writes to partition PART with EIO (at FRAC, default 0.5)
     #[arg(long, value_name = "PART[@FRAC]")]
     pub io_error: Option<crate::qemu::IoError>,
 }

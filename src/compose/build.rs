@@ -9,6 +9,7 @@ use super::{ComposeError, disk};
 use crate::agent::cmdline;
 use crate::agent::config::AgentConfig;
 use crate::boot_env::{EntrySpec, SlotId};
+use crate::boot_spec::BootSpec;
 use crate::build_manifest::{self, Artifact, BuildManifest, PackageRecord};
 use crate::filesystems::{cpio, ext4};
 use crate::io::hash;
@@ -18,7 +19,6 @@ use crate::packages::lock::Role;
 use crate::packages::{self, ResolvedPackages};
 use crate::progress::Progress;
 use crate::recipe::{KernelSource, Recipe};
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// File names inside a build directory.
@@ -32,7 +32,7 @@ pub mod files {
     /// The initramfs.
     pub const INITRD: &str = "initrd.img";
     /// Boot parameters for the agent when it installs this build.
-    pub const BOOTSPEC: &str = "boot.json";
+    pub const BOOTSPEC: &str = crate::boot_spec::FILE_NAME;
     /// The block map of the disk image, for bmaptool.
     pub const BMAP: &str = "disk.img.bmap";
 }
@@ -50,23 +50,6 @@ pub struct BuildOptions {
     pub cache: PathBuf,
     /// The executable embedded as the agent.
     pub agent: PathBuf,
-}
-
-/// Boot parameters shipped with a build (`boot.json`), so the agent can
-/// write a boot entry for it after installing it from a bundle.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BootSpec {
-    /// Image name.
-    pub name: String,
-    /// Image version.
-    pub version: String,
-    /// The recipe's kernel command line (without slate's parameters).
-    pub cmdline: String,
-    /// Kernel release.
-    pub kernel_release: String,
-    /// Watchdog period for the initramfs, seconds.
-    pub watchdog_secs: u64,
 }
 
 /// Result of a build.
@@ -237,8 +220,77 @@ fn artifact(dir: &Path, name: &str, file: &str) -> Result<Artifact, ComposeError
     })
 }
 
-/// Runs a build.
+/// Stage 1 output: the recipe and everything it names, fetched.
+struct Inputs {
+    recipe: Recipe,
+    out_dir: PathBuf,
+    out: super::outdir::OutDir,
+    packages: ResolvedPackages,
+}
+
+/// Stage 2 output: packages unpacked, kernel found, timestamps fixed.
+struct UnpackedInputs {
+    rootfs_pkgs: Vec<Unpacked>,
+    boot_pkgs: Vec<Unpacked>,
+    kernel: KernelFiles,
+    epoch: i64,
+}
+
+/// Stage 3 output: the trees the filesystems are written from.
+struct Trees {
+    initramfs: crate::tree::Tree,
+    rootfs: crate::tree::Tree,
+    watchdog_secs: u64,
+}
+
+/// Stage 4 output: the boot files and the slot filesystem, in the work dir.
+struct Filesystems {
+    kernel: PathBuf,
+    initrd: PathBuf,
+    rootfs: PathBuf,
+}
+
+/// Runs a build: a sequence of stages, each with explicit inputs and outputs.
+/// Everything is written into a private work directory that replaces the
+/// output directory only when complete.
 pub fn build(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<BuildOutput, ComposeError> {
+    let inputs = resolve_inputs(opts, status)?;
+    let unpacked = unpack(&inputs, &opts.cache, status)?;
+    let trees = compose_trees(&inputs.recipe, &unpacked, &opts.agent, status)?;
+    let work = super::outdir::work_dir(&inputs.out)?;
+    let fs = write_filesystems(&inputs.recipe, &unpacked, &trees, work.path(), status)?;
+    write_disk_image(
+        &inputs.recipe,
+        &unpacked,
+        &fs,
+        trees.watchdog_secs,
+        work.path(),
+        status,
+    )?;
+    write_bootspec(
+        &inputs.recipe,
+        &unpacked.kernel,
+        trees.watchdog_secs,
+        work.path(),
+    )?;
+    let manifest = write_manifest(&inputs, unpacked.epoch, work.path(), status)?;
+    // Swap the finished directory into place, then record the lock: a
+    // failed build leaves both untouched.
+    super::outdir::replace(work, &inputs.out)?;
+    inputs
+        .packages
+        .lock
+        .store(&crate::packages::lock::lock_path(&inputs.recipe.path))
+        .map_err(crate::packages::PackagesError::from)?;
+    Ok(BuildOutput {
+        dir: inputs.out_dir,
+        manifest,
+    })
+}
+
+/// Stage 1: load the recipe, check the inputs that need no download, and
+/// provide the packages (from the lock, the cache or the archive).
+fn resolve_inputs(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<Inputs, ComposeError> {
     let recipe = Recipe::load(&opts.recipe)?;
     let out_dir = opts
         .out_dir
@@ -248,29 +300,58 @@ pub fn build(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<BuildOutput, 
     let out = super::outdir::check(&out_dir)?;
     // Keys, kernel, files and protected paths, before any slow work.
     super::preflight::check_inputs(&recipe, &|w| eprintln!("slate: warning: {w}"))?;
+    let packages = packages::provide(&recipe, &opts.cache, opts.update_lock, status)?;
+    Ok(Inputs {
+        recipe,
+        out_dir,
+        out,
+        packages,
+    })
+}
 
-    let resolved = packages::provide(&recipe, &opts.cache, opts.update_lock, status)?;
+/// Stage 2: unpack every package, find the kernel and plan the initramfs
+/// modules; fix the timestamp every output uses.
+fn unpack(
+    inputs: &Inputs,
+    cache: &Path,
+    status: &dyn Fn(&str),
+) -> Result<UnpackedInputs, ComposeError> {
+    let recipe = &inputs.recipe;
     status("unpacking packages");
-    let rootfs_pkgs = unpack_role(&resolved, Role::Rootfs, &opts.cache)?;
-    let kernel_pkgs = unpack_role(&resolved, Role::Kernel, &opts.cache)?;
-    let boot_pkgs = unpack_role(&resolved, Role::Boot, &opts.cache)?;
-    super::preflight::check_packages(&recipe, &rootfs_pkgs)?;
+    let rootfs_pkgs = unpack_role(&inputs.packages, Role::Rootfs, cache)?;
+    let kernel_pkgs = unpack_role(&inputs.packages, Role::Kernel, cache)?;
+    let boot_pkgs = unpack_role(&inputs.packages, Role::Boot, cache)?;
+    super::preflight::check_packages(recipe, &rootfs_pkgs)?;
+    let epoch = build_epoch(&rootfs_pkgs)?;
+    let kernel = find_kernel(recipe, &kernel_pkgs)?;
+    Ok(UnpackedInputs {
+        rootfs_pkgs,
+        boot_pkgs,
+        kernel,
+        epoch,
+    })
+}
 
-    // Timestamps: SOURCE_DATE_EPOCH, else the newest file in the packages
-    // (deterministic for a given lock).
-    let epoch = match crate::reproducible::source_date_epoch()
-        .map_err(|e| ComposeError::Other(e.to_string()))?
-    {
-        Some(e) => e,
-        None => rootfs_pkgs
+/// Timestamps: SOURCE_DATE_EPOCH, else the newest file in the packages
+/// (deterministic for a given lock).
+fn build_epoch(rootfs_pkgs: &[Unpacked]) -> Result<i64, ComposeError> {
+    let env =
+        crate::reproducible::source_date_epoch().map_err(|e| ComposeError::Other(e.to_string()))?;
+    Ok(env.unwrap_or_else(|| {
+        rootfs_pkgs
             .iter()
             .flat_map(|p| p.entries.iter().map(|e| e.mtime))
             .max()
-            .unwrap_or(0),
-    };
+            .unwrap_or(0)
+    }))
+}
 
-    let kernel = find_kernel(&recipe, &kernel_pkgs)?;
-    let plan = plan_modules(&kernel.modules, &recipe.kernel.modules).map_err(|e| match e {
+/// The initramfs modules the recipe asks for, with their dependencies.
+fn plan_initramfs_modules<'a>(
+    recipe: &Recipe,
+    kernel: &'a KernelFiles,
+) -> Result<super::initramfs::ModulePlan<'a>, ComposeError> {
+    plan_modules(&kernel.modules, &recipe.kernel.modules).map_err(|e| match e {
         ModuleError::Unknown { ref name, .. } => {
             let field = recipe
                 .kernel
@@ -282,37 +363,12 @@ pub fn build(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<BuildOutput, 
             ComposeError::Recipe(recipe.error(&field, e.to_string()))
         }
         e => ComposeError::Other(e.to_string()),
-    })?;
+    })
+}
 
-    let work = super::outdir::work_dir(&out)?;
-    let w = work.path();
-
-    // initramfs
-    status("writing initramfs");
-    let (busybox, busybox_size) = staged_file(&boot_pkgs, "/bin/busybox")
-        .ok_or_else(|| ComposeError::Other("busybox-static has no /bin/busybox".into()))?;
-    let applets = super::rootfs::busybox_applets(&busybox)?;
-    let mut initramfs = initramfs_tree(&busybox, busybox_size, &applets, &plan, epoch)?;
-    initramfs.clamp_mtimes(epoch);
-    let initrd_path = w.join(files::INITRD);
-    {
-        let f = std::fs::File::create(&initrd_path)
-            .map_err(|e| ComposeError::io("creating", &initrd_path, e))?;
-        let mut bw = std::io::BufWriter::with_capacity(1 << 20, f);
-        cpio::write_cpio(&initramfs, cpio::Compression::Zstd, &mut bw)
-            .map_err(|e| ComposeError::Other(format!("writing {}: {e}", initrd_path.display())))?;
-        use std::io::Write;
-        bw.flush()
-            .map_err(|e| ComposeError::io("writing", &initrd_path, e))?;
-    }
-    let kernel_out = w.join(files::KERNEL);
-    std::fs::copy(&kernel.vmlinuz, &kernel_out)
-        .map_err(|e| ComposeError::io("copying", &kernel.vmlinuz, e))?;
-
-    // rootfs
-    status("composing root filesystem");
-    let watchdog_secs = recipe.health.watchdog.as_secs().max(1);
-    let agent_config = AgentConfig {
+/// The agent's configuration, as the image carries it.
+fn agent_config(recipe: &Recipe, watchdog_secs: u64) -> AgentConfig {
+    AgentConfig {
         name: recipe.name.clone(),
         version: recipe.version.to_string(),
         compatible: recipe.compatible.clone(),
@@ -330,18 +386,83 @@ pub fn build(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<BuildOutput, 
         esp_mount: "/efi".into(),
         boot_loader: "systemd-boot".into(),
         watchdog_secs,
-    };
+    }
+}
+
+/// Stage 3: compose the initramfs and root filesystem trees in memory.
+fn compose_trees(
+    recipe: &Recipe,
+    unpacked: &UnpackedInputs,
+    agent: &Path,
+    status: &dyn Fn(&str),
+) -> Result<Trees, ComposeError> {
+    let epoch = unpacked.epoch;
+    let (busybox, busybox_size) = staged_file(&unpacked.boot_pkgs, "/bin/busybox")
+        .ok_or_else(|| ComposeError::Other("busybox-static has no /bin/busybox".into()))?;
+    let applets = super::rootfs::busybox_applets(&busybox)?;
+    let modules = plan_initramfs_modules(recipe, &unpacked.kernel)?;
+    let mut initramfs = initramfs_tree(&busybox, busybox_size, &applets, &modules, epoch)?;
+    initramfs.clamp_mtimes(epoch);
+
+    status("composing root filesystem");
+    let watchdog_secs = recipe.health.watchdog.as_secs().max(1);
     let mut rootfs = rootfs_tree(
-        &recipe,
+        recipe,
         &RootfsInputs {
-            packages: &rootfs_pkgs,
-            agent: &opts.agent,
-            agent_config: &agent_config,
+            packages: &unpacked.rootfs_pkgs,
+            agent,
+            agent_config: &agent_config(recipe, watchdog_secs),
             mtime: epoch,
         },
     )?;
     rootfs.clamp_mtimes(epoch);
-    let rootfs_path = w.join(files::ROOTFS);
+    Ok(Trees {
+        initramfs,
+        rootfs,
+        watchdog_secs,
+    })
+}
+
+/// Stage 4: write the initramfs, copy the kernel and write the slot's ext4.
+fn write_filesystems(
+    recipe: &Recipe,
+    unpacked: &UnpackedInputs,
+    trees: &Trees,
+    w: &Path,
+    status: &dyn Fn(&str),
+) -> Result<Filesystems, ComposeError> {
+    status("writing initramfs");
+    let initrd = w.join(files::INITRD);
+    write_initramfs(&trees.initramfs, &initrd)?;
+    let kernel = w.join(files::KERNEL);
+    std::fs::copy(&unpacked.kernel.vmlinuz, &kernel)
+        .map_err(|e| ComposeError::io("copying", &unpacked.kernel.vmlinuz, e))?;
+    let rootfs = w.join(files::ROOTFS);
+    write_rootfs(recipe, &trees.rootfs, unpacked.epoch, &rootfs)?;
+    Ok(Filesystems {
+        kernel,
+        initrd,
+        rootfs,
+    })
+}
+
+fn write_initramfs(tree: &crate::tree::Tree, path: &Path) -> Result<(), ComposeError> {
+    use std::io::Write;
+    let f = std::fs::File::create(path).map_err(|e| ComposeError::io("creating", path, e))?;
+    let mut bw = std::io::BufWriter::with_capacity(1 << 20, f);
+    cpio::write_cpio(tree, cpio::Compression::Zstd, &mut bw)
+        .map_err(|e| ComposeError::Other(format!("writing {}: {e}", path.display())))?;
+    bw.flush().map_err(|e| ComposeError::io("writing", path, e))
+}
+
+/// Plans the slot filesystem (size errors name `rootfs.size` or `disk.slot`)
+/// and writes it.
+fn write_rootfs(
+    recipe: &Recipe,
+    tree: &crate::tree::Tree,
+    epoch: i64,
+    path: &Path,
+) -> Result<(), ComposeError> {
     let ext4_opts = ext4::Ext4Options {
         size: recipe.rootfs.size,
         label: format!("{}-root", recipe.name),
@@ -354,7 +475,7 @@ pub fn build(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<BuildOutput, 
         timestamp: Some(epoch),
         ..Default::default()
     };
-    let plan = match ext4::Ext4Plan::new(&rootfs, &ext4_opts) {
+    let plan = match ext4::Ext4Plan::new(tree, &ext4_opts) {
         Ok(p) => p,
         Err(ext4::Ext4Error::TooSmall { needed, size }) => {
             return Err(recipe
@@ -375,7 +496,7 @@ pub fn build(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<BuildOutput, 
         }
     };
     if plan.size() > recipe.disk.slot {
-        let needed = ext4::required_size(&rootfs, &ext4_opts)
+        let needed = ext4::required_size(tree, &ext4_opts)
             .map_err(|e| ComposeError::Other(format!("sizing the root filesystem: {e}")))?;
         let field = if recipe.rootfs.size.is_some() && needed <= recipe.disk.slot {
             "rootfs.size"
@@ -394,20 +515,27 @@ pub fn build(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<BuildOutput, 
             )
             .into());
     }
-    {
-        let f = std::fs::File::create(&rootfs_path)
-            .map_err(|e| ComposeError::io("creating", &rootfs_path, e))?;
-        f.set_len(plan.size().get())
-            .map_err(|e| ComposeError::io("sizing", &rootfs_path, e))?;
-        let progress = Progress::bytes(plan.data_bytes(), "rootfs");
-        plan.write(&f, &progress)
-            .map_err(|e| ComposeError::Other(format!("writing {}: {e}", rootfs_path.display())))?;
-        progress.finish();
-        f.sync_all()
-            .map_err(|e| ComposeError::io("syncing", &rootfs_path, e))?;
-    }
+    let f = std::fs::File::create(path).map_err(|e| ComposeError::io("creating", path, e))?;
+    f.set_len(plan.size().get())
+        .map_err(|e| ComposeError::io("sizing", path, e))?;
+    let progress = Progress::bytes(plan.data_bytes(), "rootfs");
+    plan.write(&f, &progress)
+        .map_err(|e| ComposeError::Other(format!("writing {}: {e}", path.display())))?;
+    progress.finish();
+    f.sync_all()
+        .map_err(|e| ComposeError::io("syncing", path, e))
+}
 
-    // ESP and disk
+/// Stage 5: the ESP (boot loader, kernel, initramfs, an entry per slot) and
+/// the GPT disk around it.
+fn write_disk_image(
+    recipe: &Recipe,
+    unpacked: &UnpackedInputs,
+    fs: &Filesystems,
+    watchdog_secs: u64,
+    w: &Path,
+    status: &dyn Fn(&str),
+) -> Result<(), ComposeError> {
     status("writing disk image");
     let ids = DiskIds::derive(&recipe.name, recipe.version.as_str());
     let entry = |slot: SlotId| EntrySpec {
@@ -422,17 +550,18 @@ pub fn build(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<BuildOutput, 
             watchdog_secs,
         ),
     };
-    let (loader, loader_size) =
-        staged_file(&boot_pkgs, crate::boot_env::systemd_boot::PACKAGE_BINARY).ok_or_else(
-            || {
-                ComposeError::Other(format!(
-                    "systemd-boot-efi has no {}",
-                    crate::boot_env::systemd_boot::PACKAGE_BINARY
-                ))
-            },
-        )?;
-    let initrd_size = std::fs::metadata(&initrd_path)
-        .map_err(|e| ComposeError::io("reading", &initrd_path, e))?
+    let (loader, loader_size) = staged_file(
+        &unpacked.boot_pkgs,
+        crate::boot_env::systemd_boot::PACKAGE_BINARY,
+    )
+    .ok_or_else(|| {
+        ComposeError::Other(format!(
+            "systemd-boot-efi has no {}",
+            crate::boot_env::systemd_boot::PACKAGE_BINARY
+        ))
+    })?;
+    let initrd_size = std::fs::metadata(&fs.initrd)
+        .map_err(|e| ComposeError::io("reading", &fs.initrd, e))?
         .len();
     let esp = esp_tree(&EspInputs {
         loader: HostFile {
@@ -440,30 +569,38 @@ pub fn build(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<BuildOutput, 
             size: loader_size,
         },
         kernel: HostFile {
-            path: &kernel_out,
-            size: kernel.vmlinuz_size,
+            path: &fs.kernel,
+            size: unpacked.kernel.vmlinuz_size,
         },
         initrd: HostFile {
-            path: &initrd_path,
+            path: &fs.initrd,
             size: initrd_size,
         },
         entries: [(SlotId::A, entry(SlotId::A)), (SlotId::B, entry(SlotId::B))],
-        mtime: epoch,
+        mtime: unpacked.epoch,
     })?;
-    let disk_path = w.join(files::DISK);
     disk::write_disk(
-        &disk_path,
+        &w.join(files::DISK),
         &disk::DiskInputs {
-            recipe: &recipe,
+            recipe,
             ids: &ids,
             esp: &esp,
-            rootfs: &rootfs_path,
-            epoch,
+            rootfs: &fs.rootfs,
+            epoch: unpacked.epoch,
         },
     )?;
+    let disk_path = w.join(files::DISK);
     crate::filesystems::bmap::write_bmap(&disk_path, &w.join(files::BMAP))
-        .map_err(|e| ComposeError::io("writing the block map of", &disk_path, e))?;
+        .map_err(|e| ComposeError::io("writing the block map of", &disk_path, e))
+}
 
+/// Writes `boot.json` for the agent.
+fn write_bootspec(
+    recipe: &Recipe,
+    kernel: &KernelFiles,
+    watchdog_secs: u64,
+    w: &Path,
+) -> Result<(), ComposeError> {
     let bootspec = BootSpec {
         name: recipe.name.clone(),
         version: recipe.version.to_string(),
@@ -471,14 +608,19 @@ pub fn build(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<BuildOutput, 
         kernel_release: kernel.release.clone(),
         watchdog_secs,
     };
-    let mut bootspec_json =
-        serde_json::to_string_pretty(&bootspec).map_err(|e| ComposeError::Other(e.to_string()))?;
-    bootspec_json.push('\n');
-    let bootspec_path = w.join(files::BOOTSPEC);
-    std::fs::write(&bootspec_path, bootspec_json)
-        .map_err(|e| ComposeError::io("writing", &bootspec_path, e))?;
+    let path = w.join(files::BOOTSPEC);
+    std::fs::write(&path, bootspec.to_json()).map_err(|e| ComposeError::io("writing", &path, e))
+}
 
+/// Stage 6: hash every output into the build manifest and sync them all.
+fn write_manifest(
+    inputs: &Inputs,
+    epoch: i64,
+    w: &Path,
+    status: &dyn Fn(&str),
+) -> Result<BuildManifest, ComposeError> {
     status("hashing outputs");
+    let recipe = &inputs.recipe;
     let manifest = BuildManifest {
         format: build_manifest::FORMAT,
         name: recipe.name.clone(),
@@ -493,7 +635,8 @@ pub fn build(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<BuildOutput, 
             artifact(w, "boot", files::BOOTSPEC)?,
         ],
         disk: Some(artifact(w, "disk", files::DISK)?),
-        packages: resolved
+        packages: inputs
+            .packages
             .packages
             .iter()
             .map(|p| PackageRecord {
@@ -508,6 +651,7 @@ pub fn build(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<BuildOutput, 
         .map_err(|e| ComposeError::io("writing", &manifest_path, e))?;
     for f in [
         files::DISK,
+        files::BMAP,
         files::ROOTFS,
         files::KERNEL,
         files::INITRD,
@@ -518,16 +662,5 @@ pub fn build(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<BuildOutput, 
             .and_then(|f| f.sync_all())
             .map_err(|e| ComposeError::io("syncing", &p, e))?;
     }
-
-    // Swap the finished directory into place, then record the lock: a
-    // failed build leaves both untouched.
-    super::outdir::replace(work, &out)?;
-    resolved
-        .lock
-        .store(&crate::packages::lock::lock_path(&recipe.path))
-        .map_err(crate::packages::PackagesError::from)?;
-    Ok(BuildOutput {
-        dir: out_dir,
-        manifest,
-    })
+    Ok(manifest)
 }

@@ -335,14 +335,37 @@ impl Cx<'_> {
         })
     }
 
+    /// Stage two: defaults applied and every value checked, section by
+    /// section; each section records the lines of its fields for later errors.
     fn validate(&self, raw: RawRecipe) -> Result<Recipe, RecipeError> {
-        let mut lines = BTreeMap::new();
-        let mut mark = |field: &str, span: Range<usize>| {
-            lines.insert(field.to_string(), self.line_of(span.start));
-        };
-
+        let mut lines = Lines::default();
         let image_span = raw.image.span();
-        let image = raw.image.into_inner();
+        let image = self.image(raw.image.into_inner(), &mut lines)?;
+        let kernel = self.kernel(raw.kernel, image_span, &mut lines)?;
+        let rootfs = self.rootfs(&raw.rootfs, &mut lines)?;
+        let services = self.services(&raw.service)?;
+        let health = self.health(raw.health.as_ref())?;
+        let disk = self.disk(&raw.disk, &mut lines)?;
+        let update = self.update(&raw.update, &mut lines)?;
+        let apt = self.apt(&raw.apt);
+        Ok(Recipe {
+            path: self.path.to_path_buf(),
+            name: image.name,
+            version: image.version,
+            compatible: image.compatible,
+            kernel,
+            rootfs,
+            services,
+            health,
+            disk,
+            update,
+            apt,
+            lines: lines.0,
+        })
+    }
+
+    /// `[image]`
+    fn image(&self, image: raw::RawImage, lines: &mut Lines) -> Result<ImageSpec, RecipeError> {
         let name = image.name.get_ref().clone();
         let name_ok = !name.is_empty()
             && name.len() <= 64
@@ -356,13 +379,13 @@ impl Cx<'_> {
                 "use 1-64 letters, digits, '-', '_' or '.'",
             ));
         }
-        mark("image.name", image.name.span());
+        lines.mark(self, "image.name", image.name.span());
         let version: Version = image
             .version
             .get_ref()
             .parse()
             .map_err(|e| self.field_err(&image.version, "image.version", e))?;
-        mark("image.version", image.version.span());
+        lines.mark(self, "image.version", image.version.span());
         let compatible = match &image.compatible {
             Some(c) if c.get_ref().trim().is_empty() || c.get_ref().len() > 128 => {
                 return Err(self.field_err(c, "image.compatible", "must be 1-128 characters"));
@@ -371,95 +394,100 @@ impl Cx<'_> {
             None => format!("slate-{name}"),
         };
 
-        let kernel = match raw.kernel {
-            None => {
+        Ok(ImageSpec {
+            name,
+            version,
+            compatible,
+        })
+    }
+
+    /// `[kernel]` (required; `image_span` locates the error when it is missing)
+    fn kernel(
+        &self,
+        raw: Option<Spanned<raw::RawKernel>>,
+        image_span: Range<usize>,
+        lines: &mut Lines,
+    ) -> Result<KernelSpec, RecipeError> {
+        let Some(k) = raw else {
+            return Err(self.err(
+                Some(image_span),
+                "kernel: missing [kernel] section (set kernel.package or kernel.path)",
+            ));
+        };
+        let span = k.span();
+        let k = k.into_inner();
+        lines.mark(self, "kernel", span.clone());
+        let source = match (&k.package, &k.path) {
+            (Some(p), None) => {
+                if !is_package_name(p.get_ref()) {
+                    return Err(self.field_err(p, "kernel.package", "not a Debian package name"));
+                }
+                lines.mark(self, "kernel.package", p.span());
+                KernelSource::Package(p.get_ref().clone())
+            }
+            (None, Some(p)) => {
+                lines.mark(self, "kernel.path", p.span());
+                KernelSource::Path {
+                    vmlinuz: PathBuf::from(p.get_ref()),
+                    modules_dir: k.modules_dir.as_ref().map(|m| PathBuf::from(m.get_ref())),
+                }
+            }
+            (Some(p), Some(_)) => {
+                return Err(self.field_err(p, "kernel", "set either package or path, not both"));
+            }
+            (None, None) => {
                 return Err(self.err(
-                    Some(image_span),
-                    "kernel: missing [kernel] section (set kernel.package or kernel.path)",
+                    Some(span),
+                    "kernel: missing kernel (set kernel.package or kernel.path)",
                 ));
             }
-            Some(k) => {
-                let span = k.span();
-                let k = k.into_inner();
-                mark("kernel", span.clone());
-                let source = match (&k.package, &k.path) {
-                    (Some(p), None) => {
-                        if !is_package_name(p.get_ref()) {
-                            return Err(self.field_err(
-                                p,
-                                "kernel.package",
-                                "not a Debian package name",
-                            ));
-                        }
-                        mark("kernel.package", p.span());
-                        KernelSource::Package(p.get_ref().clone())
-                    }
-                    (None, Some(p)) => {
-                        mark("kernel.path", p.span());
-                        KernelSource::Path {
-                            vmlinuz: PathBuf::from(p.get_ref()),
-                            modules_dir: k.modules_dir.as_ref().map(|m| PathBuf::from(m.get_ref())),
-                        }
-                    }
-                    (Some(p), Some(_)) => {
-                        return Err(self.field_err(
-                            p,
-                            "kernel",
-                            "set either package or path, not both",
-                        ));
-                    }
-                    (None, None) => {
-                        return Err(self.err(
-                            Some(span),
-                            "kernel: missing kernel (set kernel.package or kernel.path)",
-                        ));
-                    }
-                };
-                let cmdline = k
-                    .cmdline
-                    .as_ref()
-                    .map(|c| c.get_ref().clone())
-                    .unwrap_or_else(|| "console=ttyS0".into());
-                if let Some(c) = &k.cmdline {
-                    if c.get_ref().contains('\n') || c.get_ref().len() > 2048 {
-                        return Err(self.field_err(
-                            c,
-                            "kernel.cmdline",
-                            "must be one line of at most 2048 bytes",
-                        ));
-                    }
-                    mark("kernel.cmdline", c.span());
-                }
-                let mut modules = Vec::new();
-                for (i, m) in k.modules.iter().enumerate() {
-                    let ok = !m.get_ref().is_empty()
-                        && m.get_ref()
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-                    if !ok {
-                        return Err(self.field_err(
-                            m,
-                            &format!("kernel.modules[{i}]"),
-                            "not a module name",
-                        ));
-                    }
-                    mark(&format!("kernel.modules.{i}"), m.span());
-                    modules.push(m.get_ref().replace('-', "_"));
-                }
-                KernelSpec {
-                    source,
-                    cmdline,
-                    modules,
-                }
-            }
         };
-
-        let mut rootfs = RootfsSpec::default();
-        if let Some(s) = &raw.rootfs.size {
-            rootfs.size = Some(self.size(s, "rootfs.size")?);
-            mark("rootfs.size", s.span());
+        let cmdline = k
+            .cmdline
+            .as_ref()
+            .map(|c| c.get_ref().clone())
+            .unwrap_or_else(|| "console=ttyS0".into());
+        if let Some(c) = &k.cmdline {
+            if c.get_ref().contains('\n') || c.get_ref().len() > 2048 {
+                return Err(self.field_err(
+                    c,
+                    "kernel.cmdline",
+                    "must be one line of at most 2048 bytes",
+                ));
+            }
+            lines.mark(self, "kernel.cmdline", c.span());
         }
-        for (i, p) in raw.rootfs.packages.iter().enumerate() {
+        let mut modules = Vec::new();
+        for (i, m) in k.modules.iter().enumerate() {
+            let ok = !m.get_ref().is_empty()
+                && m.get_ref()
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !ok {
+                return Err(self.field_err(
+                    m,
+                    &format!("kernel.modules[{i}]"),
+                    "not a module name",
+                ));
+            }
+            lines.mark(self, &format!("kernel.modules.{i}"), m.span());
+            modules.push(m.get_ref().replace('-', "_"));
+        }
+        Ok(KernelSpec {
+            source,
+            cmdline,
+            modules,
+        })
+    }
+
+    /// `[rootfs]`
+    fn rootfs(&self, raw: &raw::RawRootfs, lines: &mut Lines) -> Result<RootfsSpec, RecipeError> {
+        let mut rootfs = RootfsSpec::default();
+        if let Some(s) = &raw.size {
+            rootfs.size = Some(self.size(s, "rootfs.size")?);
+            lines.mark(self, "rootfs.size", s.span());
+        }
+        for (i, p) in raw.packages.iter().enumerate() {
             if !is_package_name(p.get_ref()) {
                 return Err(self.field_err(
                     p,
@@ -467,13 +495,13 @@ impl Cx<'_> {
                     "not a Debian package name",
                 ));
             }
-            mark(&format!("rootfs.packages.{i}"), p.span());
+            lines.mark(self, &format!("rootfs.packages.{i}"), p.span());
             rootfs.packages.push(p.get_ref().clone());
         }
-        for (i, f) in raw.rootfs.files.iter().enumerate() {
+        for (i, f) in raw.files.iter().enumerate() {
             let field = format!("rootfs.files[{i}]");
             let fr = f.get_ref();
-            mark(&format!("rootfs.files.{i}"), f.span());
+            lines.mark(self, &format!("rootfs.files.{i}"), f.span());
             let dst = fr.dst.get_ref();
             if !dst.starts_with('/') || dst.split('/').any(|c| c == "..") || dst == "/" {
                 return Err(self.field_err(
@@ -508,7 +536,7 @@ impl Cx<'_> {
                 mode,
             });
         }
-        for (i, b) in raw.rootfs.binaries.iter().enumerate() {
+        for (i, b) in raw.binaries.iter().enumerate() {
             if !b.get_ref().starts_with('/') {
                 return Err(self.field_err(
                     b,
@@ -516,12 +544,17 @@ impl Cx<'_> {
                     "must be an absolute host path",
                 ));
             }
-            mark(&format!("rootfs.binaries.{i}"), b.span());
+            lines.mark(self, &format!("rootfs.binaries.{i}"), b.span());
             rootfs.binaries.push(PathBuf::from(b.get_ref()));
         }
 
+        Ok(rootfs)
+    }
+
+    /// `[[service]]`
+    fn services(&self, raw: &[Spanned<raw::RawService>]) -> Result<Vec<Service>, RecipeError> {
         let mut services = Vec::new();
-        for (i, s) in raw.service.iter().enumerate() {
+        for (i, s) in raw.iter().enumerate() {
             let sr = s.get_ref();
             let field = format!("service[{i}]");
             let name = sr.name.get_ref();
@@ -573,7 +606,7 @@ impl Cx<'_> {
                 after: sr.after.iter().map(|a| a.get_ref().clone()).collect(),
             });
         }
-        for (i, s) in raw.service.iter().enumerate() {
+        for (i, s) in raw.iter().enumerate() {
             let sr = s.get_ref();
             for (j, a) in sr.after.iter().enumerate() {
                 let field = format!("service[{i}].after[{j}]");
@@ -601,7 +634,6 @@ impl Cx<'_> {
         }
         let services = order_services(services).map_err(|name| {
             let span = raw
-                .service
                 .iter()
                 .find(|s| s.get_ref().name.get_ref() == &name)
                 .map(|s| s.span());
@@ -611,7 +643,12 @@ impl Cx<'_> {
             )
         })?;
 
-        let health = match &raw.health {
+        Ok(services)
+    }
+
+    /// `[health]`
+    fn health(&self, raw: Option<&raw::RawHealth>) -> Result<HealthSpec, RecipeError> {
+        Ok(match raw {
             Some(h) => {
                 if h.command.get_ref().trim().is_empty() {
                     return Err(self.field_err(&h.command, "health.command", "must not be empty"));
@@ -685,17 +722,20 @@ impl Cx<'_> {
                 interval: Duration::from_secs(1),
                 watchdog: Duration::from_secs(90),
             },
-        };
+        })
+    }
 
+    /// `[disk]`
+    fn disk(&self, raw: &raw::RawDisk, lines: &mut Lines) -> Result<DiskSpec, RecipeError> {
         let mut disk = DiskSpec {
             esp: Bytes(64 << 20),
             slot: Bytes(512 << 20),
             data: Bytes(256 << 20),
         };
         for (field, v, slot) in [
-            ("disk.esp", &raw.disk.esp, &mut disk.esp),
-            ("disk.slot", &raw.disk.slot, &mut disk.slot),
-            ("disk.data", &raw.disk.data, &mut disk.data),
+            ("disk.esp", &raw.esp, &mut disk.esp),
+            ("disk.slot", &raw.slot, &mut disk.slot),
+            ("disk.data", &raw.data, &mut disk.data),
         ] {
             if let Some(v) = v {
                 let b = self.size(v, field)?;
@@ -703,10 +743,15 @@ impl Cx<'_> {
                     return Err(self.field_err(v, field, "must be at least 1M"));
                 }
                 *slot = b;
-                mark(field, v.span());
+                lines.mark(self, field, v.span());
             }
         }
 
+        Ok(disk)
+    }
+
+    /// `[update]`
+    fn update(&self, raw: &raw::RawUpdate, lines: &mut Lines) -> Result<UpdateSpec, RecipeError> {
         let mut update = UpdateSpec {
             enabled: true,
             public_keys: Vec::new(),
@@ -714,12 +759,12 @@ impl Cx<'_> {
             security_version: 0,
             tries: 3,
         };
-        for (i, k) in raw.update.public_keys.iter().enumerate() {
-            mark(&format!("update.public_keys.{i}"), k.span());
+        for (i, k) in raw.public_keys.iter().enumerate() {
+            lines.mark(self, &format!("update.public_keys.{i}"), k.span());
             update.public_keys.push(PathBuf::from(k.get_ref()));
         }
-        if let Some(e) = &raw.update.enabled {
-            mark("update", e.span());
+        if let Some(e) = &raw.enabled {
+            lines.mark(self, "update.enabled", e.span());
             update.enabled = *e.get_ref();
             if !update.enabled && !update.public_keys.is_empty() {
                 return Err(self.field_err(
@@ -729,7 +774,7 @@ impl Cx<'_> {
                 ));
             }
         }
-        if let Some(t) = &raw.update.threshold {
+        if let Some(t) = &raw.threshold {
             if *t.get_ref() == 0 || *t.get_ref() as usize > update.public_keys.len().max(1) {
                 return Err(self.field_err(
                     t,
@@ -739,20 +784,24 @@ impl Cx<'_> {
             }
             update.threshold = *t.get_ref();
         }
-        if let Some(s) = &raw.update.security_version {
+        if let Some(s) = &raw.security_version {
             update.security_version = u64::try_from(*s.get_ref()).map_err(|_| {
                 self.field_err(s, "update.security_version", "must not be negative")
             })?;
         }
-        if let Some(t) = &raw.update.tries {
+        if let Some(t) = &raw.tries {
             if !(1..=9).contains(t.get_ref()) {
                 return Err(self.field_err(t, "update.tries", "must be 1-9"));
             }
             update.tries = *t.get_ref() as u32;
         }
 
+        Ok(update)
+    }
+
+    /// `[apt]`
+    fn apt(&self, a: &raw::RawApt) -> AptSpec {
         let mut apt = Recipe::default_apt();
-        let a = &raw.apt;
         for (v, slot) in [
             (&a.mirror, &mut apt.mirror),
             (&a.security_mirror, &mut apt.security_mirror),
@@ -770,20 +819,7 @@ impl Cx<'_> {
             apt.keyring = PathBuf::from(k.get_ref());
         }
 
-        Ok(Recipe {
-            path: self.path.to_path_buf(),
-            name,
-            version,
-            compatible,
-            kernel,
-            rootfs,
-            services,
-            health,
-            disk,
-            update,
-            apt,
-            lines,
-        })
+        apt
     }
 }
 
@@ -803,6 +839,23 @@ fn order_services(services: Vec<Service>) -> Result<Vec<Service>, String> {
         }
     }
     Ok(out)
+}
+
+/// Recipe line of each field that was written, by dotted field name.
+#[derive(Default)]
+struct Lines(BTreeMap<String, usize>);
+
+impl Lines {
+    fn mark(&mut self, cx: &Cx<'_>, field: &str, span: Range<usize>) {
+        self.0.insert(field.to_string(), cx.line_of(span.start));
+    }
+}
+
+/// `[image]`, validated.
+struct ImageSpec {
+    name: String,
+    version: Version,
+    compatible: String,
 }
 
 /// `rootfs.packages.2` -> `rootfs.packages[2]`, `rootfs.files.0.src` ->
