@@ -73,6 +73,13 @@ impl Progress {
         Self { bar }
     }
 
+    /// A bar that never shows (for work too small or too unknown to report).
+    pub fn hidden() -> Self {
+        Self {
+            bar: ProgressBar::hidden(),
+        }
+    }
+
     /// Whether anything is shown.
     pub fn is_visible(&self) -> bool {
         !self.bar.is_hidden()

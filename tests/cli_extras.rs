@@ -211,3 +211,64 @@ fn no_color_and_quiet_on_a_terminal() {
     );
     assert!(t.path().join("q.ext4").exists());
 }
+
+/// Every `A UNIT/B UNIT` a progress bar drew, in bytes.
+fn bar_frames(output: &str) -> Vec<(f64, f64)> {
+    let unit = |s: &str| -> Option<f64> {
+        let (n, u) = s.trim().split_once(' ')?;
+        let n: f64 = n.parse().ok()?;
+        let m = match u {
+            "B" => 1.0,
+            "KiB" => 1024.0,
+            "MiB" => 1048576.0,
+            "GiB" => 1073741824.0,
+            _ => return None,
+        };
+        Some(n * m)
+    };
+    let mut frames = Vec::new();
+    for part in output.split("] ").skip(1) {
+        let Some((a, rest)) = part.split_once('/') else {
+            continue;
+        };
+        let b: String = rest
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+        if let (Some(a), Some(b)) = (unit(a), unit(&b)) {
+            frames.push((a, b));
+        }
+    }
+    frames
+}
+
+#[test]
+fn fat_progress_does_not_overshoot() {
+    // Issue 11: the ESP bar showed 30.57 MiB/29.43 MiB: files with holes
+    // counted only their data in the total but all their bytes as written.
+    let bin = env!("CARGO_BIN_EXE_slate");
+    let t = tempfile::tempdir().unwrap();
+    let tree = t.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    let f = std::fs::File::create(tree.join("padded")).unwrap();
+    std::io::Write::write_all(&mut &f, &vec![7u8; 1 << 20]).unwrap();
+    f.set_len(24 << 20).unwrap();
+    let cmd = format!(
+        "{bin} mkfs fat {} {}",
+        tree.display(),
+        t.path().join("f.img").display()
+    );
+    let Some(out) = on_a_terminal(&cmd, &[]) else {
+        return;
+    };
+    let frames = bar_frames(&out);
+    assert!(!frames.is_empty(), "no bar drawn: {out:?}");
+    for (done, total) in &frames {
+        assert!(done <= total, "{done} of {total} bytes: {out:?}");
+    }
+    assert!(
+        frames.iter().any(|(_, total)| *total >= (24 << 20) as f64),
+        "{frames:?}"
+    );
+}

@@ -823,23 +823,6 @@ impl Cx<'_> {
     }
 }
 
-/// Recipe line of each field that was written, by dotted field name.
-#[derive(Default)]
-struct Lines(BTreeMap<String, usize>);
-
-impl Lines {
-    fn mark(&mut self, cx: &Cx<'_>, field: &str, span: Range<usize>) {
-        self.0.insert(field.to_string(), cx.line_of(span.start));
-    }
-}
-
-/// `[image]`, validated.
-struct ImageSpec {
-    name: String,
-    version: Version,
-    compatible: String,
-}
-
 /// Orders services so each comes after those in its `after` list (a stable
 /// topological sort: otherwise recipe order). `Err(name)` names a service in
 /// a cycle.
@@ -856,6 +839,23 @@ fn order_services(services: Vec<Service>) -> Result<Vec<Service>, String> {
         }
     }
     Ok(out)
+}
+
+/// Recipe line of each field that was written, by dotted field name.
+#[derive(Default)]
+struct Lines(BTreeMap<String, usize>);
+
+impl Lines {
+    fn mark(&mut self, cx: &Cx<'_>, field: &str, span: Range<usize>) {
+        self.0.insert(field.to_string(), cx.line_of(span.start));
+    }
+}
+
+/// `[image]`, validated.
+struct ImageSpec {
+    name: String,
+    version: Version,
+    compatible: String,
 }
 
 /// `rootfs.packages.2` -> `rootfs.packages[2]`, `rootfs.files.0.src` ->
