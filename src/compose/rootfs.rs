@@ -99,6 +99,18 @@ pub fn staged_file(pkgs: &[Unpacked], path: &str) -> Option<(PathBuf, u64)> {
     })
 }
 
+/// A service command for busybox init. init runs a command with shell
+/// syntax as `sh -c "exec COMMAND"`, which would end `a; b` after `a`: such
+/// commands get their own shell, `/bin/sh -c 'COMMAND'`.
+pub fn init_command(exec: &str) -> String {
+    const META: &str = "~`!$^&*()=|\\{}[];\"'<>?";
+    if exec.contains(|c| META.contains(c)) {
+        format!("/bin/sh -c '{}'", exec.replace('\'', r"'\''"))
+    } else {
+        exec.to_string()
+    }
+}
+
 /// busybox init's configuration for the recipe's services and the agent.
 pub fn inittab(recipe: &Recipe) -> String {
     // No sysinit: the initramfs has set up /dev, /run and the network's
@@ -109,7 +121,7 @@ pub fn inittab(recipe: &Recipe) -> String {
             "# service {} (runs to completion first)\n",
             s.name
         ));
-        t.push_str(&format!("::wait:{}\n", s.exec));
+        t.push_str(&format!("::wait:{}\n", init_command(&s.exec)));
     }
     t.push_str(&format!("::once:{AGENT_PATH} boot\n"));
     for s in recipe.services.iter().filter(|s| !s.wait) {
@@ -118,7 +130,7 @@ pub fn inittab(recipe: &Recipe) -> String {
             Restart::Never => "once",
         };
         t.push_str(&format!("# service {}\n", s.name));
-        t.push_str(&format!("::{action}:{}\n", s.exec));
+        t.push_str(&format!("::{action}:{}\n", init_command(&s.exec)));
     }
     t.push_str("::ctrlaltdel:/sbin/reboot\n::shutdown:/etc/slate/shutdown\n");
     t
@@ -335,5 +347,29 @@ pub fn resolve(recipe: &Recipe, p: &Path) -> PathBuf {
         p.to_path_buf()
     } else {
         recipe.dir().join(p)
+    }
+}
+
+#[cfg(test)]
+mod init_command_tests {
+    use super::init_command;
+
+    #[test]
+    fn shell_syntax_gets_its_own_shell() {
+        assert_eq!(init_command("/usr/bin/app --x"), "/usr/bin/app --x");
+        assert_eq!(
+            init_command("sleep 5; touch /run/ready"),
+            "/bin/sh -c 'sleep 5; touch /run/ready'"
+        );
+        // What busybox init runs (`sh -c "exec ..."`) does the whole command.
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "exec {}",
+                init_command("echo 'a b' | tr a x; echo $((1+1))")
+            ))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "x b\n2\n");
     }
 }
