@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 export LC_ALL=C TZ=UTC
 
 # Debian packages the tests use as independent checkers and as the VM.
-PACKAGES=(qemu-system-x86 ovmf e2fsprogs dosfstools mtools gdisk openssl zstd cpio util-linux python3
+PACKAGES=(qemu-system-x86 ovmf e2fsprogs dosfstools mtools gdisk openssl zstd cpio util-linux python3 man-db bash bmap-tools dmsetup
     apt-utils gpg python3-venv)
 
 missing=()
@@ -28,6 +28,22 @@ fi
 
 step() { printf '\n=== %s ===\n' "$*"; }
 
+# Every skipped test is recorded here and listed at the end. In CI (CI=true)
+# everything the tests need is installed above, so a skip is a failure.
+export SLATE_SKIP_LOG="$PWD/target/test-skips.log"
+mkdir -p target
+: > "$SLATE_SKIP_LOG"
+if [ "${CI:-}" = true ]; then
+    export SLATE_REQUIRE_ALL_TESTS=1
+fi
+skip_summary() {
+    local n
+    n=$(wc -l < "$SLATE_SKIP_LOG" 2>/dev/null || echo 0)
+    printf '\n=== skipped tests: %s ===\n' "$n"
+    [ "$n" = 0 ] || sort "$SLATE_SKIP_LOG"
+}
+trap skip_summary EXIT
+
 # The independent SPDX validator (PyPI spdx-tools) for tests/sbom.rs, in a
 # virtualenv under target/.
 step "spdx-tools (PyPI) in target/spdx-venv"
@@ -40,11 +56,14 @@ export SLATE_PYSPDXTOOLS=$PWD/target/spdx-venv/bin/pyspdxtools
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy"
+step "cargo clippy (release configuration, and with fault points)"
 cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --all-targets --locked --features fault-injection -- -D warnings
 
-step "cargo test (unit, integration and QEMU scenarios)"
-cargo test --locked --all-targets --no-fail-fast
+# Test builds carry the agent's fault points (src/agent/fault.rs): the
+# images the tests build embed this very binary as their agent.
+step "cargo test (unit, integration, QEMU and fault scenarios)"
+cargo test --locked --all-targets --features fault-injection --no-fail-fast
 
 # The README's quick start, literally: build the default recipe and boot it.
 step "slate build recipes/minimal.toml + slate qemu"

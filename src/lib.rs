@@ -21,6 +21,7 @@ pub mod cli;
 pub mod compose;
 pub mod elf;
 pub mod filesystems;
+pub mod image_info;
 pub mod io;
 pub mod kernel;
 pub mod packages;

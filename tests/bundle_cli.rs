@@ -176,14 +176,15 @@ fn several_keys_and_thresholds() {
     assert_eq!(verify_json(&out, &[&p2], 1).0, 0);
     // Threshold 2 with one of the signers untrusted fails.
     let (code, v, err) = verify_json(&out, &[&p1, &p3], 2);
-    assert_eq!(code, 1);
+    assert_eq!(code, VERIFICATION);
     assert_eq!(v["error"]["code"], "untrusted");
     assert!(
         err.contains("signed by 1 distinct trusted key(s), 2 required"),
         "{err}"
     );
-    // A threshold above the trusted keys is a usage error.
-    let e = fails(
+    // A threshold above the trusted keys is invalid input.
+    let e = fails_with(
+        INVALID_INPUT,
         slate()
             .arg("verify")
             .arg(&out)
@@ -205,15 +206,21 @@ fn several_keys_and_thresholds() {
         .arg(&k1)
         .arg("-o")
         .arg(t.path().join("dup.slate")));
-    assert_eq!(code, 1);
+    assert_eq!(code, INVALID_INPUT);
     assert!(err.contains("given twice"), "{err}");
 }
 
 /// Runs `slate bundle` expecting a one-line refusal; checks nothing was written.
 fn bundle_refused(build: &std::path::Path, key: &std::path::Path, needle: &str) {
+    bundle_refused_with(INVALID_INPUT, build, key, needle)
+}
+
+/// [`bundle_refused`] with exit code `code`.
+fn bundle_refused_with(code: i32, build: &std::path::Path, key: &std::path::Path, needle: &str) {
     let out_dir = tempfile::tempdir().unwrap();
     let out = out_dir.path().join("x.slate");
-    let e = fails(
+    let e = fails_with(
+        code,
         slate()
             .arg("bundle")
             .arg(build)
@@ -254,7 +261,7 @@ fn bundle_refuses_inconsistent_builds() {
     // Missing artifact file.
     let b3 = small_build(&t.path().join("b3"));
     std::fs::remove_file(b3.join("initrd.img")).unwrap();
-    bundle_refused(&b3, &key, "initrd.img");
+    bundle_refused_with(IO, &b3, &key, "initrd.img");
 
     // Empty artifact.
     let b4 = t.path().join("b4");
@@ -265,10 +272,10 @@ fn bundle_refuses_inconsistent_builds() {
     bundle_refused(&b4, &key, "artifact kernel");
 
     // No build directory / no manifest.
-    bundle_refused(&t.path().join("nope"), &key, "nope");
+    bundle_refused_with(IO, &t.path().join("nope"), &key, "nope");
     let b5 = t.path().join("b5");
     std::fs::create_dir(&b5).unwrap();
-    bundle_refused(&b5, &key, "manifest.json");
+    bundle_refused_with(IO, &b5, &key, "manifest.json");
 
     // An artifact file escaping the build directory.
     let b6 = small_build(&t.path().join("b6"));
@@ -281,7 +288,7 @@ fn bundle_refuses_inconsistent_builds() {
     // Keys: a public key, a missing file, garbage.
     let good = small_build(&t.path().join("good"));
     bundle_refused(&good, &public, "is a public key");
-    bundle_refused(&good, &t.path().join("missing.key"), "missing.key");
+    bundle_refused_with(IO, &good, &t.path().join("missing.key"), "missing.key");
     let junk = t.path().join("junk.key");
     std::fs::write(
         &junk,
@@ -299,4 +306,21 @@ fn help_fits_80_columns() {
             assert!(line.chars().count() <= 80, "{cmd}: {line:?}");
         }
     }
+}
+
+#[test]
+fn keygen_creates_its_directory() {
+    // Issue 11: `slate keygen keys/dev` in a fresh directory failed.
+    let t = tempfile::tempdir().unwrap();
+    let prefix = t.path().join("new/keys/dev");
+    ok(slate().arg("keygen").arg(&prefix));
+    let dir = t.path().join("new/keys");
+    assert!(dir.join("dev.key").is_file() && dir.join("dev.pub").is_file());
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{mode:o}");
+    // Only the directory is created: a file in the way is an error.
+    std::fs::write(t.path().join("file"), "").unwrap();
+    let (code, _, err) = run(slate().arg("keygen").arg(t.path().join("file/dev")));
+    assert_eq!(code, IO, "{err}");
+    assert!(err.contains("file"), "{err}");
 }

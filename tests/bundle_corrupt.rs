@@ -131,7 +131,10 @@ fn every_chunk_bit_flip() {
         let b = f.flipped(at, (rng.below(8)) as u8);
         let p = f.write("bad.slate", &b);
         let (exit, v, err) = verify_json(&p, &[&f.public], 1);
-        assert_eq!(exit, 1, "flip in chunk {index} of {name} accepted: {err}");
+        assert_eq!(
+            exit, VERIFICATION,
+            "flip in chunk {index} of {name} accepted: {err}"
+        );
         assert_eq!(v["error"]["code"], "corrupt");
         let kind = v["error"]["kind"].as_str().unwrap();
         assert!(
@@ -243,7 +246,7 @@ fn wrong_key_and_missing_or_duplicated_signatures() {
         &assemble(manifest, &[rec(1), rec(1)], payload),
     );
     let (exit, v, err) = verify_json(&twice, &[&p1, &p2], 2);
-    assert_eq!(exit, 1, "{err}");
+    assert_eq!(exit, VERIFICATION, "{err}");
     assert_eq!(v["error"]["code"], "untrusted");
     assert!(
         err.contains("signed by 1 distinct trusted key(s), 2 required"),
@@ -265,7 +268,7 @@ fn wrong_key_and_missing_or_duplicated_signatures() {
         &assemble(manifest, &[rec(1), forged], payload),
     );
     let (exit, v, _) = verify_json(&b, &[&p1, &p2], 1);
-    assert_eq!(exit, 1);
+    assert_eq!(exit, VERIFICATION);
     assert_eq!(v["error"]["code"], "bad_signature");
     // A record whose key is not even a curve point is only "untrusted".
     let mut junk = rec(1);
@@ -320,7 +323,7 @@ fn huge_claims_are_refused_before_allocating() {
     let check = |bytes: Vec<u8>, needle: &str| {
         let p = f.write("huge.slate", &bytes);
         let (code, err) = verify_capped(&p, &p1);
-        assert_eq!(code, 1, "{err}");
+        assert_eq!(code, VERIFICATION, "{err}");
         assert!(err.contains(needle), "{err:?} lacks {needle:?}");
         assert_eq!(err.lines().count(), 1, "{err}");
     };
@@ -445,18 +448,34 @@ fn empty_payloads_and_non_files() {
         if cmd == "verify" {
             c.arg("--pubkey").arg(&f.public);
         }
-        let e = fails(&mut c);
+        let e = fails_with(INVALID_INPUT, &mut c);
         assert!(e.contains("is a directory"), "{e}");
         let mut c = slate();
         c.arg(cmd).arg(t.join("missing.slate"));
         if cmd == "verify" {
             c.arg("--pubkey").arg(&f.public);
         }
-        let e = fails(&mut c);
+        let e = fails_with(IO, &mut c);
         assert!(
             e.contains("missing.slate") && e.contains("No such file"),
             "{e}"
         );
+        // Said once, not once per error in the chain.
+        assert_eq!(e.matches("No such file").count(), 1, "{e}");
+        // With --json, the error object is on stdout (issue 11).
+        c.arg("--json");
+        let (code, out, _) = run(&mut c);
+        assert_eq!(code, IO);
+        let v: serde_json::Value = serde_json::from_str(out.trim())
+            .unwrap_or_else(|e| panic!("{cmd} --json printed no JSON ({e}): {out:?}"));
+        assert_eq!(v["schema"], 1, "{v}");
+        assert_eq!(v["error"]["class"], "io", "{v}");
+        assert_eq!(v["error"]["exit_code"], IO, "{v}");
+        let named = if cmd == "verify" { "bundle" } else { "path" };
+        assert!(v[named].as_str().unwrap().ends_with("missing.slate"), "{v}");
+        if cmd == "verify" {
+            assert_eq!(v["valid"], false, "{v}");
+        }
     }
     let _ = &f.key;
 }
@@ -466,11 +485,11 @@ fn inspect_refuses_what_verify_refuses_before_the_payload() {
     let f = fixture();
     let b = f.flipped(f.layout.manifest_range().start + 10, 2);
     let p = f.write("bad.slate", &b);
-    let e = fails(slate().arg("inspect").arg(&p));
+    let e = fails_with(VERIFICATION, slate().arg("inspect").arg(&p));
     assert!(e.contains("does not verify"), "{e}");
     let b = f.flipped(3, 0);
     let p = f.write("bad.slate", &b);
-    let e = fails(slate().arg("inspect").arg(&p).arg("--json"));
+    let e = fails_with(VERIFICATION, slate().arg("inspect").arg(&p).arg("--json"));
     assert!(e.contains("not a slate bundle"), "{e}");
     // Payload damage is not inspect's business: it still shows the manifest.
     let (_, _, off, _) = f.layout.chunks[0];

@@ -3,6 +3,7 @@
 //! (extracted at the offsets docs/bundle-format.md gives).
 
 mod bundle_support;
+mod common;
 
 use bundle_support::*;
 use std::path::Path;
@@ -22,7 +23,7 @@ fn have_openssl() -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        eprintln!("skipping: openssl is not installed");
+        common::skipped("bundle_openssl", "openssl is not installed");
     }
     ok
 }
@@ -114,7 +115,8 @@ fn openssl_keys_sign_bundles_slate_verifies() {
         d,
     );
     assert!(o.status.success(), "{o:?}");
-    let e = fails(
+    let e = fails_with(
+        INVALID_INPUT,
         slate()
             .arg("bundle")
             .arg(&build)
@@ -130,7 +132,8 @@ fn openssl_keys_sign_bundles_slate_verifies() {
     // So are keys of other algorithms.
     let o = openssl(&["genpkey", "-algorithm", "ed448", "-out", "ed448.key"], d);
     assert!(o.status.success(), "{o:?}");
-    let e = fails(
+    let e = fails_with(
+        INVALID_INPUT,
         slate()
             .arg("bundle")
             .arg(&build)

@@ -19,6 +19,7 @@ const COMMANDS: &[&[&str]] = &[
     &["agent", "boot"],
     &["agent", "status"],
     &["agent", "install"],
+    &["completions"],
 ];
 
 #[test]

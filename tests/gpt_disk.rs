@@ -289,7 +289,10 @@ fn backup_table_recovers_a_damaged_primary() {
 #[test]
 fn kernel_sees_partitions_with_their_partuuids() {
     if !is_root() {
-        eprintln!("SKIP kernel_sees_partitions_with_their_partuuids: needs root for losetup");
+        common::skipped(
+            "kernel_sees_partitions_with_their_partuuids",
+            "needs root for losetup",
+        );
         return;
     }
     if skip_without(
@@ -311,14 +314,18 @@ fn kernel_sees_partitions_with_their_partuuids() {
     run_ok(cmd("truncate").args(["-s", "8M"]).arg(&reference));
     run_ok(cmd("sgdisk").args(["-n", "1:2048:+1M"]).arg(&reference));
     let Some(dev) = attach(&reference) else {
-        eprintln!("SKIP kernel_sees_partitions_with_their_partuuids: losetup -P failed");
+        common::skipped(
+            "kernel_sees_partitions_with_their_partuuids",
+            "losetup -P failed",
+        );
         return;
     };
     let scanned = wait_for_partitions(&dev, 1);
     run_ok(cmd("losetup").arg("-d").arg(&dev));
     if !scanned {
-        eprintln!(
-            "SKIP kernel_sees_partitions_with_their_partuuids: this kernel shows no partitions of an sgdisk-made GPT disk"
+        common::skipped(
+            "kernel_sees_partitions_with_their_partuuids",
+            "this kernel shows no partitions of an sgdisk-made GPT disk",
         );
         return;
     }

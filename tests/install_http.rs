@@ -153,3 +153,85 @@ fn extract_refuses_an_untrusted_bundle_from_a_url() {
     assert!(stderr.contains("trusted key"), "{stderr}");
     assert!(!d.path().join("x").exists());
 }
+
+/// Accepts connections and, after `head` bytes of the response (0: not even
+/// the status line), sends nothing more while keeping the socket open.
+fn serve_stalling(file: PathBuf, head: usize) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let bytes = std::fs::read(&file).unwrap();
+            let mut response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                bytes.len()
+            )
+            .into_bytes();
+            response.extend_from_slice(&bytes);
+            let _ = stream.write_all(&response[..head.min(response.len())]);
+            let _ = stream.flush();
+            open.push(stream);
+        }
+    });
+    port
+}
+
+/// Runs `cmd`, failing the test if it has not exited after `limit` (it
+/// would hang forever without the fix; this is a bound, not a benchmark).
+fn output_within(
+    cmd: &mut std::process::Command,
+    limit: std::time::Duration,
+) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("still running after {limit:?}: a stalled server held it");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Issue 9: a server that stops sending (before the response, or in the
+/// middle of the body) cannot hold an install: the read timeout ends it
+/// with one clear line and no output.
+#[test]
+fn a_stalled_server_times_out() {
+    let d = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(d.path(), "k");
+    let build = build_dir(d.path());
+    let bundle = d.path().join("b.slate");
+    images::bundle(&build, &key, &bundle);
+    let len = std::fs::metadata(&bundle).unwrap().len() as usize;
+    for head in [0, len / 2] {
+        let port = serve_stalling(bundle.clone(), head);
+        let out = d.path().join(format!("stalled-{head}.out"));
+        let mut cmd = slate();
+        cmd.env("SLATE_HTTP_READ_TIMEOUT", "2")
+            .arg("extract")
+            .arg(format!("http://127.0.0.1:{port}/b.slate"))
+            .arg("--pubkey")
+            .arg(&public)
+            .arg("-o")
+            .arg(&out);
+        let res = output_within(&mut cmd, std::time::Duration::from_secs(120));
+        assert!(!res.status.success(), "stall after {head} bytes succeeded");
+        let stderr = String::from_utf8_lossy(&res.stderr);
+        assert!(stderr.contains("127.0.0.1"), "{stderr}");
+        assert!(
+            stderr.to_lowercase().contains("timeout") || stderr.contains("timed out"),
+            "{stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(!out.exists());
+    }
+}

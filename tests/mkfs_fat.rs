@@ -313,7 +313,7 @@ fn bad_input_fails_with_one_line_and_no_output() {
 #[test]
 fn kernel_vfat_reads_the_image() {
     if !is_root() {
-        eprintln!("SKIP kernel_vfat_reads_the_image: needs root for a loop mount");
+        common::skipped("kernel_vfat_reads_the_image", "needs root for a loop mount");
         return;
     }
     if skip_without("kernel_vfat_reads_the_image", &["mount", "umount"]) {
@@ -339,9 +339,9 @@ fn kernel_vfat_reads_the_image() {
         .output()
         .unwrap();
     if !m.status.success() {
-        eprintln!(
-            "SKIP kernel_vfat_reads_the_image: mount failed: {}",
-            String::from_utf8_lossy(&m.stderr)
+        common::skipped(
+            "kernel_vfat_reads_the_image",
+            &format!("mount failed: {}", String::from_utf8_lossy(&m.stderr)),
         );
         return;
     }

@@ -6,6 +6,8 @@
 //! parallel; they skip with a message when QEMU, OVMF or the tools the
 //! generator needs are missing.
 
+mod common;
+
 use sha2::{Digest, Sha256};
 use slate::qemu::{self, ExitReason, KillAfter, QemuOptions};
 use std::collections::HashMap;
@@ -56,7 +58,7 @@ fn missing() -> Option<String> {
 macro_rules! require_qemu {
     () => {
         if let Some(why) = missing() {
-            eprintln!("skipping: {why}");
+            common::skipped("qemu_runner", &why);
             return;
         }
     };
@@ -357,7 +359,8 @@ fn qemu_exiting_first_fails() {
 fn missing_disk_is_one_clear_error() {
     let out = slate_qemu(&["/nonexistent/disk.img", "--expect", "booted"]);
     let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1));
+    // An I/O error (docs/cli.md).
+    assert_eq!(out.status.code(), Some(5));
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
         stderr.starts_with("slate: error: opening disk image /nonexistent/disk.img:"),

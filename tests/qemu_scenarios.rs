@@ -6,270 +6,13 @@
 //! parallel (two at a time on a 2-core machine).
 
 mod images;
+mod scenarios;
 
-use images::{
-    Recipe, bundle, copy_disk, extract_partition, keygen, partition_range, run_ok, sha256_range,
-};
-use slate::qemu::{ExitReason, KillAfter, QemuOptions, QemuOutcome, run};
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use images::{partition_range, run_ok};
+use scenarios::*;
+use slate::qemu::{ExitReason, QemuOutcome};
+use std::path::Path;
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
-
-/// Images and bundles shared by the scenarios, built on first use.
-struct Fixtures {
-    dir: tempfile::TempDir,
-    key: PathBuf,
-    public: PathBuf,
-    other_key: PathBuf,
-    built: Mutex<HashMap<String, PathBuf>>,
-}
-
-fn fixtures() -> &'static Fixtures {
-    static F: OnceLock<Fixtures> = OnceLock::new();
-    F.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("slate-scenarios.")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .unwrap();
-        let (key, public) = keygen(dir.path(), "dev");
-        let (other_key, _) = keygen(dir.path(), "other");
-        Fixtures {
-            dir,
-            key,
-            public,
-            other_key,
-            built: Mutex::new(HashMap::new()),
-        }
-    })
-}
-
-impl Fixtures {
-    /// The build directory of a named image variant.
-    fn image(&self, name: &str) -> PathBuf {
-        let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = built.get(name) {
-            return p.clone();
-        }
-        if name == "counter-example" {
-            // recipes/counter.toml itself, trusting this run's key.
-            let text = std::fs::read_to_string(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/recipes/counter.toml"
-            ))
-            .unwrap();
-            let keys = format!("public_keys = [{:?}]", self.public.display().to_string());
-            let text = text.replace(r#"public_keys = ["../keys/dev.pub"]"#, &keys);
-            assert!(
-                text.contains(&keys),
-                "recipes/counter.toml: no public_keys line"
-            );
-            let out = images::build_toml(self.dir.path(), name, &text);
-            built.insert(name.to_string(), out.clone());
-            return out;
-        }
-        let base = |v: &str| Recipe::counter(v, &self.public);
-        let recipe = match name {
-            "v1" => base("1.0.0"),
-            "v1-unhealthy" => Recipe {
-                health: "echo checking; exit 1".into(),
-                ..base("1.0.0")
-            },
-            "v2" => Recipe {
-                security_version: 2,
-                ..base("2.0.0")
-            },
-            "v3" => Recipe {
-                security_version: 3,
-                ..base("3.0.0")
-            },
-            "v2-unhealthy" => Recipe {
-                health: "exit 1".into(),
-                ..base("2.0.0")
-            },
-            // No init in the initramfs and no root= for the kernel: it panics.
-            "v2-panic" => Recipe {
-                cmdline: "console=ttyS0 quiet panic=2 rdinit=/nonexistent".into(),
-                ..base("2.0.0")
-            },
-            // A service that never finishes before the agent could run.
-            "v2-hang" => Recipe {
-                watchdog: "25s".into(),
-                extra: format!(
-                    "{}\n[[service]]\nname = \"hang\"\nexec = \"sleep 100000\"\nwait = true\n",
-                    images::COUNTER_SERVICE
-                ),
-                ..base("2.0.0")
-            },
-            "v2-compat" => Recipe {
-                compatible: "some-other-board".into(),
-                ..base("2.0.0")
-            },
-            "v2-lowsv" => Recipe {
-                security_version: 0,
-                ..base("2.0.0")
-            },
-            other => panic!("unknown fixture {other}"),
-        };
-        let out = images::build(self.dir.path(), name, &recipe);
-        built.insert(name.to_string(), out.clone());
-        out
-    }
-
-    /// A bundle of a variant signed with the trusted key.
-    fn bundle(&self, name: &str) -> PathBuf {
-        let key = format!("bundle:{name}");
-        if let Some(p) = self
-            .built
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
-            return p.clone();
-        }
-        let image = self.image(match name {
-            "v2-wrongkey" | "v2-tampered" => "v2",
-            n => n,
-        });
-        let out = self.dir.path().join(format!("{name}.bundle"));
-        match name {
-            "v2-wrongkey" => {
-                bundle(&image, &self.other_key, &out);
-            }
-            "v2-tampered" => {
-                let good = self.bundle("v2");
-                std::fs::copy(&good, &out).unwrap();
-                // Flip one bit well inside the payload (the rootfs chunks).
-                let len = std::fs::metadata(&out).unwrap().len();
-                flip_bit(&out, len / 2);
-            }
-            _ => {
-                bundle(&image, &self.key, &out);
-            }
-        }
-        self.built
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, out.clone());
-        out
-    }
-
-    /// A private copy of a variant's disk.
-    fn disk(&self, name: &str, test: &str) -> PathBuf {
-        let src = self.image(name).join("disk.img");
-        copy_disk(&src, &self.dir.path().join(format!("{test}.disk.img")))
-    }
-
-    fn log(&self, test: &str) -> PathBuf {
-        self.dir.path().join(format!("{test}.console.log"))
-    }
-}
-
-fn flip_bit(path: &Path, offset: u64) {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut b = [0u8; 1];
-    f.read_exact_at(&mut b, offset).unwrap();
-    b[0] ^= 0x10;
-    f.write_all_at(&b, offset).unwrap();
-}
-
-/// Boots `disk`, waiting for `expect` in order.
-fn boot(disk: &Path, expect: &[&str], updates: &[&Path], timeout: u64, log: &Path) -> QemuOutcome {
-    let mut opts = QemuOptions::new(disk);
-    opts.expect = expect.iter().map(|e| e.parse().unwrap()).collect();
-    opts.updates = updates.iter().map(|p| p.to_path_buf()).collect();
-    opts.timeout = Duration::from_secs(timeout);
-    opts.console_log = Some(log.to_path_buf());
-    run(&opts).expect("QEMU could not run")
-}
-
-fn describe(o: &QemuOutcome) -> String {
-    let events: Vec<String> = o
-        .events
-        .iter()
-        .map(|e| {
-            format!(
-                "  [{:7.2}s boot {}] {}",
-                e.t,
-                e.boot,
-                serde_json::Value::Object(e.event.fields.clone())
-            )
-        })
-        .collect();
-    format!(
-        "exit: {:?}, expectations met {}/{}\nevents:\n{}\nlast console lines:\n  {}",
-        o.exit_reason,
-        o.expectations_met,
-        o.expectations.len(),
-        events.join("\n"),
-        o.last_lines.join("\n  ")
-    )
-}
-
-fn assert_met(o: &QemuOutcome, what: &str) {
-    assert!(
-        o.success && o.all_expectations_met(),
-        "{what}:\n{}",
-        describe(o)
-    );
-}
-
-fn events<'a>(
-    o: &'a QemuOutcome,
-    name: &str,
-) -> Vec<&'a serde_json::Map<String, serde_json::Value>> {
-    o.events
-        .iter()
-        .filter(|e| e.event.event == name)
-        .map(|e| &e.event.fields)
-        .collect()
-}
-
-/// The `boots` counts the counter service reported, in order.
-fn app_boots(o: &QemuOutcome) -> Vec<u64> {
-    events(o, "app")
-        .iter()
-        .filter_map(|f| f.get("boots").and_then(|b| b.as_u64()))
-        .collect()
-}
-
-fn skip(test: &str) -> bool {
-    !images::have_qemu(test) || !images::have_apt(test)
-}
-
-/// Reads a file from the data partition with debugfs (independent of slate).
-fn data_file(disk: &Path, scratch: &Path, path: &str) -> String {
-    let part = extract_partition(disk, 4, scratch);
-    let out = run_ok(
-        Command::new("debugfs")
-            .arg("-R")
-            .arg(format!("cat {path}"))
-            .arg(&part),
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The newest agent state stored on the data partition.
-fn device_state(disk: &Path, scratch: &Path) -> serde_json::Value {
-    let a = data_file(disk, scratch, "/slate/state.0.json");
-    let b = data_file(disk, scratch, "/slate/state.1.json");
-    let parse = |s: &str| serde_json::from_str::<serde_json::Value>(s).ok();
-    let seq =
-        |v: &Option<serde_json::Value>| v.as_ref().and_then(|v| v["seq"].as_u64()).unwrap_or(0);
-    let (a, b) = (parse(&a), parse(&b));
-    if seq(&b) > seq(&a) { b } else { a }.expect("no agent state on the data partition")
-}
-
-fn slot_hash(disk: &Path, n: u32, len: u64) -> String {
-    let (off, _) = partition_range(disk, n);
-    sha256_range(disk, off, len)
-}
 
 // ---------------------------------------------------------------- issue 4 --
 
@@ -480,6 +223,8 @@ fn failing_trial(variant: &str, test: &str, timeout: u64) -> (QemuOutcome, Strin
             "booted:A",
             "rollback",
             "committed:A",
+            // The same bundle, still attached, is not taken again.
+            "skipped",
         ],
         &[&bad],
         timeout,
@@ -588,110 +333,8 @@ fn bad_bundles_are_rejected_and_leave_the_slot_untouched() {
     assert_eq!(slot_hash(&disk, 3, rootfs_len), before, "slot B changed");
 }
 
-/// Scenario 7: the power is cut at spread-out points of the install window;
-/// every restart boots a healthy, committed slot and the update completes.
-///
-/// `SLATE_POWER_CUT_TRIALS` (default 10) trials are split over two tests so
-/// they run in parallel; trial N cuts at a point drawn from seed N.
-fn power_cut_trials(half: u64) {
-    if skip("power_cuts") {
-        return;
-    }
-    let trials: u64 = std::env::var("SLATE_POWER_CUT_TRIALS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
-    let f = fixtures();
-    let v2 = f.bundle("v2");
-    for trial in (0..trials).filter(|t| t % 2 == half) {
-        let name = format!("powercut{trial}");
-        let disk = f.disk("v1", &name);
-        let log = f.log(&name);
-        let mut opts = QemuOptions::new(&disk);
-        opts.expect = vec!["installing:B".parse().unwrap()];
-        opts.updates = vec![v2.clone()];
-        opts.timeout = Duration::from_secs(240);
-        opts.console_log = Some(log.clone());
-        // The window covers writing, verifying and the reboot into B.
-        opts.kill_after = Some(KillAfter {
-            window: Duration::from_secs(16),
-            seed: Some(trial),
-        });
-        let cut = run(&opts).expect("QEMU could not run");
-        assert!(
-            matches!(cut.exit_reason, ExitReason::Killed { .. }),
-            "trial {trial}: no power cut\n{}",
-            describe(&cut)
-        );
-        let after = match cut.exit_reason {
-            ExitReason::Killed {
-                after_installing, ..
-            } => after_installing,
-            _ => 0.0,
-        };
-        let was_installed = !events(&cut, "installed").is_empty();
-        eprintln!(
-            "power cut trial {trial}: killed {after:.2} s after `installing`{}",
-            if was_installed {
-                " (after `installed`)"
-            } else {
-                ""
-            }
-        );
-
-        let o = boot(&disk, &["committed:B"], &[&v2], 300, &log);
-        assert_met(&o, &format!("trial {trial} (cut at +{after:.2} s)"));
-        let first_boot = &events(&o, "booted")[0];
-        // Slot B only ever boots as the complete v2: the trial entry is
-        // written after the read-back check, and `installed` is printed
-        // after that, so a cut between the two (seed 33 of 50 hit it) boots
-        // B without the event having been seen.
-        if first_boot["slot"] == "B" {
-            assert_eq!(
-                first_boot["version"],
-                "2.0.0",
-                "trial {trial}: {}",
-                describe(&o)
-            );
-        } else {
-            assert_eq!(
-                first_boot["version"],
-                "1.0.0",
-                "trial {trial}: {}",
-                describe(&o)
-            );
-        }
-        assert!(
-            events(&o, "unhealthy").is_empty(),
-            "trial {trial}: {}",
-            describe(&o)
-        );
-        assert!(
-            events(&o, "rollback").is_empty(),
-            "trial {trial}: {}",
-            describe(&o)
-        );
-        // Every boot in the restart reached a verdict of healthy.
-        let healthy = events(&o, "healthy").len();
-        assert_eq!(
-            healthy,
-            events(&o, "booted").len(),
-            "trial {trial}: {}",
-            describe(&o)
-        );
-        let _ = std::fs::remove_file(&disk);
-    }
-}
-
-#[test]
-fn power_cuts_during_an_install_never_brick_the_device_even() {
-    power_cut_trials(0);
-}
-
-#[test]
-fn power_cuts_during_an_install_never_brick_the_device_odd() {
-    power_cut_trials(1);
-}
+// Scenario 7 (power cuts during installs) lives in tests/soak.rs: random
+// cuts in a row on one disk, each followed by the full device check.
 
 /// Scenario 8: a torn boot loader state file (A's entry cut in half, a
 /// garbled loader.conf) still boots a healthy slot: the committed B.
@@ -728,4 +371,80 @@ fn torn_boot_entry_still_boots_a_healthy_slot() {
         &f.log("torn"),
     );
     assert_met(&o, "torn entry");
+}
+
+// ------------------------------------------------------- issue 9 catalogue --
+
+/// Issue 9: after v3's commit raised the floor to 3, a newer version with a
+/// lower security level is rejected, and so is a replay of the older valid
+/// v2 bundle installed by hand; nothing is written and nothing recorded as
+/// failed.
+#[test]
+fn floor_raised_by_a_commit_rejects_replays_and_low_levels() {
+    if skip("floor_and_replay") {
+        return;
+    }
+    let f = fixtures();
+    let disk = f.disk("v1", "replay");
+    let log = f.log("replay");
+    let (v3, v2, v4) = (f.bundle("v3-replay"), f.bundle("v2"), f.bundle("v4-lowsv"));
+    let o = boot(
+        &disk,
+        &[
+            "committed:A",
+            "installed:B",
+            "committed:B",
+            "rejected",
+            "replay",
+        ],
+        &[&v3, &v2, &v4],
+        360,
+        &log,
+    );
+    assert_met(&o, "floor and replay");
+    let rejected = events(&o, "rejected");
+    assert_eq!(rejected.len(), 2, "{}", describe(&o));
+    for (r, version) in rejected.iter().zip(["4.0.0", "2.0.0"]) {
+        assert_eq!(r["version"], version, "{}", describe(&o));
+        assert!(
+            r["reason"]
+                .as_str()
+                .unwrap()
+                .contains("below this device's floor 3"),
+            "{}",
+            describe(&o)
+        );
+    }
+    assert_ne!(events(&o, "replay")[0]["rc"], 0, "{}", describe(&o));
+    assert_eq!(events(&o, "installing").len(), 1, "{}", describe(&o));
+    let state = device_state(&disk, &f.dir.path().join("replay.data"));
+    assert_eq!(state["floor"], 3, "{state}");
+    assert_eq!(state["failed"].as_array().unwrap().len(), 0, "{state}");
+    assert_eq!(state["slots"]["A"]["version"], "1.0.0", "{state}");
+}
+
+/// Issue 9: an image that needs two signatures rejects a bundle with one
+/// (before writing anything) and installs the same bundle signed twice.
+#[test]
+fn signature_threshold_is_enforced_on_the_device() {
+    if skip("threshold_on_device") {
+        return;
+    }
+    let f = fixtures();
+    let disk = f.disk("v1-t2", "threshold");
+    let (one, two) = (f.bundle("v2"), f.bundle("v2-twosig"));
+    let o = boot(
+        &disk,
+        &["committed:A", "rejected", "installing:B", "committed:B"],
+        &[&one, &two],
+        300,
+        &f.log("threshold"),
+    );
+    assert_met(&o, "threshold 2");
+    let reason = events(&o, "rejected")[0]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(reason.contains("2 required"), "{reason}");
+    assert_eq!(events(&o, "installing").len(), 1, "{}", describe(&o));
 }

@@ -34,7 +34,10 @@ fn sbom_is_valid_spdx_and_lists_every_package() {
         return;
     }
     let Some(tool) = pyspdxtools() else {
-        eprintln!("SKIP sbom_is_valid_spdx: pyspdxtools (PyPI spdx-tools) is not installed");
+        images::skipped(
+            "sbom_is_valid_spdx",
+            "pyspdxtools (PyPI spdx-tools) is not installed",
+        );
         return;
     };
     let d = tempfile::tempdir().unwrap();

@@ -6,12 +6,16 @@
 use super::cmdline::{self, BootParams};
 use super::config::AgentConfig;
 use super::events::emit;
+use super::fault::{self, FaultPoint};
 use super::health::{self, Health};
-use super::state::{BootKind, DeviceState, StateStore, classify};
+use super::lock::{LOCK_PATH, UpdateLock};
+use super::state::{
+    BootKind, DeviceState, SlotRecord, StateError, StateStore, UpdatePhase, classify,
+};
 use super::system::{self, EspMount};
 use super::watchdog;
 use crate::boot_env::systemd_boot::SystemdBoot;
-use crate::boot_env::{BootFlow, SlotId};
+use crate::boot_env::{BootFlow, BootSnapshot, SlotBootState, SlotId};
 use anyhow::{Context, Result};
 use serde_json::json;
 use std::time::Duration;
@@ -50,20 +54,29 @@ impl Device {
         })
     }
 
-    /// The stored state, or the factory state on first boot.
-    pub fn load_state(&self) -> DeviceState {
-        self.store.load().unwrap_or_else(|| {
+    /// The stored state, or the factory state on first boot. Unreadable
+    /// state (every copy corrupt, an I/O error) is an error: the floor is
+    /// never silently reset.
+    pub fn load_state(&self) -> Result<DeviceState, StateError> {
+        Ok(self.store.load()?.unwrap_or_else(|| {
             DeviceState::factory(&self.config.version, self.config.security_version)
-        })
+        }))
     }
 
-    /// Saves the state (a failure is reported but not fatal: /data may be a tmpfs).
-    pub fn save_state(&self, state: &mut DeviceState) {
-        if let Err(e) = self.store.save(state) {
-            eprintln!(
-                "slate-agent: saving state in {}: {e}",
-                self.config.state_dir.display()
-            );
+    /// Saves the state; a failure (disk full, I/O error) stops the caller's
+    /// transition.
+    pub fn save_state(&self, state: &mut DeviceState) -> Result<()> {
+        self.store
+            .save(state)
+            .context("saving the update state on /data")
+    }
+
+    /// What the running image says about itself, as a slot record.
+    pub fn running_record(&self) -> SlotRecord {
+        SlotRecord {
+            version: self.config.version.clone(),
+            digest: None,
+            security_version: self.config.security_version,
         }
     }
 
@@ -79,6 +92,45 @@ impl Device {
     }
 }
 
+/// How long the boot verdict waits for an install holding the lock.
+const LOCK_WAIT: Duration = Duration::from_secs(600);
+
+/// The committed slot this boot could fall back to, if any.
+pub fn fallback_of(snapshot: &BootSnapshot, booted: SlotId) -> Option<SlotId> {
+    let other = booted.other();
+    matches!(snapshot.get(other), SlotBootState::Good { .. }).then_some(other)
+}
+
+/// The state as this boot found it: readable (and saved as it changes) or
+/// unreadable (kept in memory only, installs refused).
+struct Ledger<'a> {
+    dev: &'a Device,
+    state: DeviceState,
+    persistent: bool,
+    fresh: bool,
+}
+
+impl Ledger<'_> {
+    fn save(&mut self) -> Result<()> {
+        if self.persistent {
+            self.dev.save_state(&mut self.state)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// What the health check's verdict means for this boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Commit the booted slot's trial when healthy, fall back when not.
+    Trial,
+    /// Report only: the booted slot is already committed.
+    Committed,
+    /// Report only: nothing can be committed or fallen back to.
+    ReportOnly,
+}
+
 /// Runs the boot sequence.
 pub fn run(config_path: &std::path::Path) -> Result<()> {
     let dev = Device::open(config_path)?;
@@ -90,64 +142,44 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
             ("version", json!(dev.config.version)),
         ],
     );
-    let mut state = dev.load_state();
-    if std::path::Path::new("/run/slate/data-unavailable").exists() {
-        emit(
-            "warning",
-            &[(
-                "reason",
-                json!("data partition unavailable; state is not persistent"),
-            )],
-        );
+    let _lock = UpdateLock::wait(std::path::Path::new(LOCK_PATH), LOCK_WAIT)?;
+    let mut ledger = open_ledger(&dev);
+    if ledger.fresh {
+        // First boot: the factory floor becomes durable at once.
+        ledger.save()?;
     }
     let esp = dev.mount_esp(true)?;
     let mut flow = SystemdBoot::new(esp.path());
     let snapshot = flow.snapshot()?;
-    let kind = classify(booted, &snapshot, &state.update);
-
-    match &kind {
-        BootKind::RolledBack { from, reason } => {
-            let failed = state.rolled_back(reason)?;
-            // The failed slot stays out of the boot order until the next install.
-            flow.disable(*from)?;
-            dev.save_state(&mut state);
-            emit(
-                "rollback",
-                &[
-                    ("from", json!(from.to_string())),
-                    ("to", json!(booted.to_string())),
-                    ("version", json!(failed.version)),
-                    ("reason", json!(failed.reason)),
-                ],
-            );
+    let kind = classify(booted, &snapshot, &ledger.state.update);
+    let verdict = match settle(&mut ledger, &mut flow, &snapshot, &kind)? {
+        Some(v) => v,
+        None => {
+            // The fallback was finished: boot the committed slot.
+            esp.unmount()?;
+            return system::reboot();
         }
-        BootKind::InterruptedInstall => {
-            if let Some(p) = state.update.pending() {
-                flow.disable(p.target)?;
-            }
-            state.abandon()?;
-            dev.save_state(&mut state);
-        }
-        BootKind::FinishCommit => {
-            state.commit(booted)?;
-            dev.save_state(&mut state);
-        }
-        BootKind::Trial | BootKind::Normal => {}
+    };
+    if verdict == Verdict::Trial {
+        fault::hit(FaultPoint::TrialBeforeVerdict);
     }
-
-    let verdict = health::check(
+    let health = health::check_with_retries(
         &dev.config.health_command,
         Duration::from_millis(dev.config.health_timeout_ms),
+        dev.config.health_retries,
+        Duration::from_millis(dev.config.health_interval_ms),
     );
-    match verdict {
+    match health {
         Health::Healthy => {
             emit("healthy", &[("slot", json!(booted.to_string()))]);
-            flow.mark_good(booted)?;
-            if kind == BootKind::Trial && state.update.pending().is_some_and(|p| p.target == booted)
-            {
-                state.commit(booted)?;
+            match verdict {
+                Verdict::Trial => commit_trial(&mut ledger, &mut flow, &kind)?,
+                Verdict::Committed => {}
+                Verdict::ReportOnly => {
+                    esp.unmount()?;
+                    return stay_up(booted, "healthy, but its boot entry cannot be committed");
+                }
             }
-            dev.save_state(&mut state);
             esp.unmount()?;
             emit(
                 "committed",
@@ -162,7 +194,10 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
             // Services can wait for this (like systemd's boot-complete).
             let _ = std::fs::create_dir_all("/run/slate")
                 .and_then(|()| std::fs::write(COMMITTED_MARKER, format!("{booted}\n")));
-            super::media::check_removable_media(&dev, &mut state)?;
+            if ledger.persistent {
+                drop(_lock);
+                super::media::check_removable_media(&dev)?;
+            }
         }
         Health::Unhealthy(reason) => {
             emit(
@@ -172,24 +207,214 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
                     ("reason", json!(reason)),
                 ],
             );
-            if kind == BootKind::Trial {
-                if matches!(state.update, super::state::UpdatePhase::Installed(_)) {
-                    state.trial_failed(reason.clone())?;
-                    dev.save_state(&mut state);
+            if verdict == Verdict::Trial {
+                if matches!(ledger.state.update, UpdatePhase::Installed(_)) {
+                    ledger.state.trial_failed(reason.clone())?;
+                    ledger.save()?;
+                    fault::hit(FaultPoint::TrialAfterFailedSaved);
                 }
                 flow.mark_bad(booted)?;
-                esp.unmount()?;
-                system::reboot()?;
-            } else {
-                // The committed slot is the best this device has: stay up so
-                // it can be reached and fixed, and keep the watchdog running
-                // only if it was armed for a reason the agent cannot judge.
-                esp.unmount()?;
-                if let Err(e) = watchdog::disarm() {
-                    eprintln!("slate-agent: stopping the watchdog: {e}");
+                if fallback_of(&snapshot, booted).is_some() {
+                    fault::hit(FaultPoint::TrialAfterMarkBad);
+                    esp.unmount()?;
+                    return system::reboot();
                 }
+                esp.unmount()?;
+                return stay_up(
+                    booted,
+                    &format!("{reason}; no committed slot to fall back to"),
+                );
+            }
+            // The committed slot (or the only one that boots) is the best
+            // this device has: stay up so it can be reached and fixed.
+            esp.unmount()?;
+            if verdict == Verdict::ReportOnly {
+                return stay_up(booted, &reason);
+            }
+            if let Err(e) = watchdog::disarm() {
+                eprintln!("slate-agent: stopping the watchdog: {e}");
             }
         }
+    }
+    Ok(())
+}
+
+/// Loads the state; unreadable state is reported and kept out of every
+/// decision that needs it (installs, the floor).
+fn open_ledger(dev: &Device) -> Ledger<'_> {
+    if std::path::Path::new("/run/slate/data-unavailable").exists() {
+        emit(
+            "warning",
+            &[(
+                "reason",
+                json!("data partition unavailable; state is not persistent"),
+            )],
+        );
+    }
+    match dev.store.load() {
+        Ok(stored) => Ledger {
+            dev,
+            fresh: stored.is_none(),
+            state: stored.unwrap_or_else(|| {
+                DeviceState::factory(&dev.config.version, dev.config.security_version)
+            }),
+            persistent: true,
+        },
+        Err(e) => {
+            emit("state_unreadable", &[("reason", json!(e.to_string()))]);
+            let mut state = DeviceState::factory(&dev.config.version, dev.config.security_version);
+            state.update = UpdatePhase::Idle;
+            Ledger {
+                dev,
+                state,
+                persistent: false,
+                fresh: false,
+            }
+        }
+    }
+}
+
+/// Brings state and boot loader in line for `kind` before the health
+/// check. Returns what the verdict means, or `None` when this boot only
+/// finishes a fallback (reboot next).
+fn settle(
+    ledger: &mut Ledger,
+    flow: &mut SystemdBoot,
+    snapshot: &BootSnapshot,
+    kind: &BootKind,
+) -> Result<Option<Verdict>> {
+    let booted = ledger.dev.booted;
+    Ok(Some(match kind {
+        BootKind::Trial {
+            record_installed, ..
+        } => {
+            if *record_installed {
+                ledger.state.installed()?;
+                ledger.save()?;
+            }
+            Verdict::Trial
+        }
+        BootKind::ResumeFallback => {
+            let reason = match &ledger.state.update {
+                UpdatePhase::Failed { reason, .. } => reason.clone(),
+                _ => String::new(),
+            };
+            flow.mark_bad(booted)?;
+            if fallback_of(snapshot, booted).is_some() {
+                emit(
+                    "unhealthy",
+                    &[
+                        ("slot", json!(booted.to_string())),
+                        ("reason", json!(reason)),
+                    ],
+                );
+                return Ok(None);
+            }
+            Verdict::ReportOnly
+        }
+        BootKind::LastResort { give_up_update } => {
+            if *give_up_update {
+                ledger
+                    .state
+                    .rolled_back("no healthy boot and no other bootable slot")?;
+                ledger.save()?;
+            }
+            Verdict::ReportOnly
+        }
+        BootKind::Unlisted => Verdict::ReportOnly,
+        BootKind::FinishCommit { slot } => {
+            if matches!(ledger.state.update, UpdatePhase::Installing(_)) {
+                ledger.state.installed()?;
+            }
+            ledger.state.commit(*slot)?;
+            ledger.save()?;
+            fault::hit(FaultPoint::CommitAfterSaved);
+            Verdict::Committed
+        }
+        BootKind::RolledBack {
+            from,
+            reason,
+            mark_bad,
+        } => {
+            if *mark_bad {
+                flow.mark_bad(*from)?;
+            }
+            let failed = ledger.state.rolled_back(reason)?;
+            // The failed slot stays out of the boot order until the next install.
+            flow.disable(*from)?;
+            fault::hit(FaultPoint::RollbackAfterDisable);
+            ledger.save()?;
+            fault::hit(FaultPoint::RollbackAfterSaved);
+            emit(
+                "rollback",
+                &[
+                    ("from", json!(from.to_string())),
+                    ("to", json!(booted.to_string())),
+                    ("version", json!(failed.version)),
+                    ("reason", json!(failed.reason)),
+                ],
+            );
+            Verdict::Committed
+        }
+        BootKind::InterruptedInstall { target } => {
+            flow.disable(*target)?;
+            fault::hit(FaultPoint::AbandonAfterDisable);
+            ledger.state.abandon()?;
+            ledger.save()?;
+            emit(
+                "abandoned",
+                &[
+                    ("slot", json!(target.to_string())),
+                    ("reason", json!("the install was interrupted")),
+                ],
+            );
+            Verdict::Committed
+        }
+        BootKind::PendingTrial { record_installed } => {
+            if *record_installed {
+                ledger.state.installed()?;
+                ledger.save()?;
+            }
+            Verdict::Committed
+        }
+        BootKind::StaleFailure => {
+            ledger.state.rolled_back("stale")?;
+            ledger.save()?;
+            Verdict::Committed
+        }
+        BootKind::Normal => Verdict::Committed,
+    }))
+}
+
+/// A healthy trial: the loader entry is committed first, then the state
+/// (a cut between the two is `FinishCommit` on the next boot).
+fn commit_trial(ledger: &mut Ledger, flow: &mut SystemdBoot, kind: &BootKind) -> Result<()> {
+    let booted = ledger.dev.booted;
+    flow.mark_good(booted)?;
+    fault::hit(FaultPoint::TrialAfterMarkGood);
+    match kind {
+        BootKind::Trial { unknown: true, .. } => {
+            let running = ledger.dev.running_record();
+            ledger.state.adopt_running(booted, running);
+        }
+        _ => ledger.state.commit(booted)?,
+    }
+    ledger.save()?;
+    fault::hit(FaultPoint::CommitAfterSaved);
+    Ok(())
+}
+
+/// Nothing better boots: stay up and say so (no reboot loop).
+fn stay_up(booted: SlotId, reason: &str) -> Result<()> {
+    emit(
+        "last_resort",
+        &[
+            ("slot", json!(booted.to_string())),
+            ("reason", json!(reason)),
+        ],
+    );
+    if let Err(e) = watchdog::disarm() {
+        eprintln!("slate-agent: stopping the watchdog: {e}");
     }
     Ok(())
 }

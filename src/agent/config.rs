@@ -22,8 +22,14 @@ pub struct AgentConfig {
     pub security_version: u64,
     /// Health check command (`/bin/sh -c`).
     pub health_command: String,
-    /// Health check timeout in milliseconds.
+    /// Health check timeout in milliseconds (per attempt).
     pub health_timeout_ms: u64,
+    /// Further attempts after a failed health check.
+    #[serde(default)]
+    pub health_retries: u32,
+    /// Pause between health check attempts, milliseconds.
+    #[serde(default)]
+    pub health_interval_ms: u64,
     /// Boot attempts a new slot gets.
     pub tries: u32,
     /// Trusted public keys (SPKI PEM files in the image).

@@ -49,9 +49,63 @@ pub fn check(command: &str, timeout: Duration) -> Health {
     }
 }
 
+/// Runs the check up to `retries + 1` times, `interval` apart, until it
+/// passes, so a check does not fail because the services it checks are
+/// still starting. Each attempt has `timeout`.
+pub fn check_with_retries(
+    command: &str,
+    timeout: Duration,
+    retries: u32,
+    interval: Duration,
+) -> Health {
+    let mut attempt = 0;
+    loop {
+        match check(command, timeout) {
+            Health::Healthy => return Health::Healthy,
+            Health::Unhealthy(reason) if attempt >= retries => {
+                return Health::Unhealthy(if retries == 0 {
+                    reason
+                } else {
+                    format!("{reason} (attempt {} of {})", attempt + 1, retries + 1)
+                });
+            }
+            Health::Unhealthy(_) => {
+                attempt += 1;
+                std::thread::sleep(interval);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retries_until_the_service_is_up() {
+        // The "service" becomes ready on the third look.
+        let d = tempfile::tempdir().unwrap();
+        let n = d.path().join("n");
+        let cmd = format!(
+            "n=$(cat {0} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {0}; [ $n -ge 3 ]",
+            n.display()
+        );
+        let short = Duration::from_millis(10);
+        assert_eq!(
+            check_with_retries(&cmd, Duration::from_secs(5), 1, short),
+            Health::Unhealthy("health check exited with status 1 (attempt 2 of 2)".into())
+        );
+        std::fs::remove_file(&n).unwrap();
+        assert_eq!(
+            check_with_retries(&cmd, Duration::from_secs(5), 4, short),
+            Health::Healthy
+        );
+        assert_eq!(std::fs::read_to_string(&n).unwrap().trim(), "3");
+        assert_eq!(
+            check_with_retries("exit 2", Duration::from_secs(5), 0, short),
+            Health::Unhealthy("health check exited with status 2".into())
+        );
+    }
 
     #[test]
     fn verdicts() {

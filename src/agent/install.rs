@@ -21,15 +21,17 @@
 use super::boot::Device;
 use super::cmdline;
 use super::events::emit;
-use super::state::{DeviceState, PendingUpdate};
+use super::fault::{self, FaultPoint};
+use super::lock::{LOCK_PATH, UpdateLock};
+use super::state::{DeviceState, PendingUpdate, UpdatePhase};
 use super::system::{self, BlockPartition};
 use crate::boot_env::systemd_boot::SystemdBoot;
-use crate::boot_env::{BootFile, BootFlow, EntrySpec, SlotId};
+use crate::boot_env::{BootFile, BootFlow, BootSnapshot, EntrySpec, SlotBootState, SlotId};
 use crate::boot_spec::BootSpec;
 use crate::bundle::{self, BundleReader, ChunkData, Holes, TrustedKeys};
 pub use crate::io::source::Source;
 use crate::version::compare_versions;
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use serde_json::json;
 use std::cmp::Ordering;
 use std::fs::File;
@@ -92,22 +94,6 @@ pub fn trusted_keys(dev: &Device) -> Result<TrustedKeys> {
     .context("loading the image's trusted keys")
 }
 
-/// Holds /run/slate/install.lock for the duration of an install.
-struct InstallLock(#[allow(dead_code)] File);
-
-fn lock() -> Result<InstallLock> {
-    std::fs::create_dir_all("/run/slate").context("creating /run/slate")?;
-    let f = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open("/run/slate/install.lock")
-        .context("opening /run/slate/install.lock")?;
-    rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-        .map_err(|_| anyhow!("another install is running"))?;
-    Ok(InstallLock(f))
-}
-
 /// The partition of `slot` on the disk the device booted from.
 fn slot_partition(dev: &Device, slot: SlotId) -> Result<BlockPartition> {
     let root_guid = dev
@@ -132,12 +118,11 @@ fn slot_partition(dev: &Device, slot: SlotId) -> Result<BlockPartition> {
         })
 }
 
-/// Reads `len` bytes of `path` from the start and returns their SHA-256.
+/// Reads `len` bytes of `path` from the device itself (not the page
+/// cache) and returns their SHA-256.
 fn read_back(path: &Path, len: u64) -> Result<[u8; 32]> {
-    let f = File::open(path).with_context(|| format!("reading back {}", path.display()))?;
-    let (digest, n) =
-        crate::io::hash::sha256_reader(std::io::BufReader::with_capacity(4 << 20, f).take(len))
-            .with_context(|| format!("reading back {}", path.display()))?;
+    let (digest, n) = crate::io::blockdev::sha256_uncached(path, len)
+        .with_context(|| format!("reading back {}", path.display()))?;
     if n != len {
         bail!("{} is shorter than the written {len} bytes", path.display());
     }
@@ -191,18 +176,87 @@ fn open_verified(
     bundle::open(src, keys).map_err(|e| format!("{source}: {e}"))
 }
 
-/// Installs `source` into the inactive slot. Returns `Rejected` (after
-/// emitting the event) for bundles the device refuses; errors are failures
-/// during the install, after which the target slot stays out of the boot order.
-pub fn install(dev: &Device, state: &mut DeviceState, source: &Source) -> Result<Outcome> {
-    let _lock = lock()?;
-    let keys = trusted_keys(dev)?;
-    let target = dev.booted.other();
+/// Everything an install will write, decided before the first write.
+struct Plan {
+    reader: BundleReader<Box<dyn Read>>,
+    manifest: bundle::Manifest,
+    digest: String,
+    target: SlotId,
+    part: BlockPartition,
+}
 
-    // 1. The signed manifest, checked against the device.
+/// A stale `installing` record while the lock is ours means the installer
+/// that wrote it died (a crash, not a power cut: the device is still up).
+/// Its slot is finished (its trial entry exists) or taken out of the boot
+/// order, without waiting for a reboot.
+fn recover_interrupted(
+    dev: &Device,
+    state: &mut DeviceState,
+    flow: &mut SystemdBoot,
+) -> Result<()> {
+    let UpdatePhase::Installing(p) = &state.update else {
+        return Ok(());
+    };
+    let target = p.target;
+    if matches!(flow.snapshot()?.get(target), SlotBootState::Trying { .. }) {
+        state.installed()?;
+    } else {
+        flow.disable(target)?;
+        state.abandon()?;
+        emit(
+            "abandoned",
+            &[
+                ("slot", json!(target.to_string())),
+                ("reason", json!("the previous install did not finish")),
+            ],
+        );
+    }
+    dev.save_state(state)
+}
+
+/// Step 1 and 2: every check that can refuse the bundle, before anything is
+/// written. `Err(outcome)` is a rejection (its event already emitted).
+fn plan(
+    dev: &Device,
+    state: &DeviceState,
+    snapshot: &BootSnapshot,
+    source: &Source,
+) -> Result<std::result::Result<Plan, Outcome>> {
+    let target = dev.booted.other();
+    match &state.update {
+        UpdatePhase::Idle => {}
+        UpdatePhase::Installed(p) => {
+            return Ok(Err(reject(
+                format!(
+                    "version {} is installed in slot {} and waits for a reboot; reboot first",
+                    p.version, p.target
+                ),
+                None,
+            )));
+        }
+        phase => {
+            return Ok(Err(reject(
+                format!("an update is in progress (phase {})", phase.word()),
+                None,
+            )));
+        }
+    }
+    if !matches!(snapshot.get(dev.booted), SlotBootState::Good { .. })
+        && matches!(snapshot.get(target), SlotBootState::Good { .. })
+    {
+        return Ok(Err(reject(
+            format!(
+                "slot {} is not committed and slot {target} is the committed fallback; \
+                 installs wait for this boot's verdict",
+                dev.booted
+            ),
+            None,
+        )));
+    }
+    let keys = trusted_keys(dev)?;
     let reader = match open_verified(source, &keys) {
         Ok(r) => r,
-        Err(reason) => return Ok(reject(reason, None)),
+        Err(reason) => return Ok(Err(reject(reason, None))),
     };
     let manifest = reader.manifest().clone();
     let digest = reader.manifest_digest().to_string();
@@ -212,7 +266,7 @@ pub fn install(dev: &Device, state: &mut DeviceState, source: &Source) -> Result
         &dev.config.version,
         state.floor,
     ) {
-        return Ok(reject(r.0, Some(&manifest.version)));
+        return Ok(Err(reject(r.0, Some(&manifest.version))));
     }
     let part = slot_partition(dev, target)?;
     let rootfs_size = manifest
@@ -222,47 +276,92 @@ pub fn install(dev: &Device, state: &mut DeviceState, source: &Source) -> Result
         .map(|a| a.size)
         .unwrap_or(0);
     if rootfs_size > part.size {
-        return Ok(reject(
+        return Ok(Err(reject(
             format!(
                 "rootfs of {} bytes does not fit slot {target} ({} bytes)",
                 rootfs_size, part.size
             ),
             Some(&manifest.version),
-        ));
+        )));
     }
-
-    // 2. Verify everything before the first write when the source allows it.
-    let reader = if source.rereadable() {
+    // Verify everything before the first write when the source allows it.
+    let mut reader = if source.rereadable() {
         if let Err(e) = verify_all(reader, source.is_block_device()) {
-            return Ok(reject(format!("{source}: {e}"), Some(&manifest.version)));
+            return Ok(Err(reject(
+                format!("{source}: {e}"),
+                Some(&manifest.version),
+            )));
         }
         match open_verified(source, &keys) {
             Ok(r) if r.manifest_digest().to_string() == digest => r,
-            Ok(_) => return Ok(reject(format!("{source} changed while reading it"), None)),
-            Err(reason) => return Ok(reject(reason, None)),
+            Ok(_) => {
+                return Ok(Err(reject(
+                    format!("{source} changed while reading it"),
+                    None,
+                )));
+            }
+            Err(reason) => return Ok(Err(reject(reason, None))),
         }
     } else {
         reader
     };
-
     // Every chunk is still checked before it is written; the whole-artifact
     // digests were checked by the first pass and the slot is read back.
-    let mut reader = reader;
     if source.rereadable() {
         reader.set_check_whole_digest(false);
     }
+    Ok(Ok(Plan {
+        reader,
+        manifest,
+        digest,
+        target,
+        part,
+    }))
+}
 
-    // 3. Out of the boot order, then record the attempt.
+/// Installs `source` into the inactive slot, with the update lock held and
+/// `state` loaded under it. Returns `Rejected` (after emitting the event)
+/// for bundles the device refuses, before anything is written; errors are
+/// failures during the install, after which the target slot stays out of
+/// the boot order and the running slot is untouched.
+pub fn install(
+    dev: &Device,
+    _lock: &UpdateLock,
+    state: &mut DeviceState,
+    source: &Source,
+) -> Result<Outcome> {
     let esp = dev.mount_esp(true)?;
     let mut flow = SystemdBoot::new(esp.path());
+    recover_interrupted(dev, state, &mut flow)?;
+    let snapshot = flow.snapshot()?;
+    let plan = match plan(dev, state, &snapshot, source)? {
+        Ok(p) => p,
+        Err(rejected) => return Ok(rejected),
+    };
+    let Plan {
+        reader,
+        manifest,
+        digest,
+        target,
+        part,
+    } = plan;
+    if let Source::Path(p) = source {
+        fault::hit_source(FaultPoint::AfterVerify, p);
+    } else {
+        fault::hit(FaultPoint::AfterVerify);
+    }
+
+    // 3. Out of the boot order, then record the attempt.
     flow.disable(target)?;
+    fault::hit(FaultPoint::AfterDisable);
     state.begin_install(PendingUpdate {
         target,
         version: manifest.version.clone(),
         digest: digest.clone(),
         security_version: manifest.security_version,
     })?;
-    dev.save_state(state);
+    dev.save_state(state)?;
+    fault::hit(FaultPoint::AfterInstalling);
     emit(
         "installing",
         &[
@@ -272,13 +371,13 @@ pub fn install(dev: &Device, state: &mut DeviceState, source: &Source) -> Result
         ],
     );
 
-    let written = write_artifacts(reader, &part, &mut flow, target);
-    let bootspec = match written {
+    let bootspec = match write_artifacts(reader, &part, &mut flow, target) {
         Ok(b) => b,
         Err(e) => {
-            // The slot stays disabled; the running system is untouched.
-            let _ = state.abandon();
-            dev.save_state(state);
+            // The slot stays disabled; the running system is untouched. The
+            // event comes once the state says so.
+            state.abandon()?;
+            dev.save_state(state)?;
             emit(
                 "install_failed",
                 &[
@@ -306,8 +405,10 @@ pub fn install(dev: &Device, state: &mut DeviceState, source: &Source) -> Result
         ),
     };
     flow.try_next(target, dev.config.tries, &entry)?;
+    fault::hit(FaultPoint::AfterTrialEntry);
     state.installed()?;
-    dev.save_state(state);
+    dev.save_state(state)?;
+    fault::hit(FaultPoint::AfterInstalled);
     esp.unmount()?;
     emit(
         "installed",
@@ -342,15 +443,29 @@ fn write_artifacts(
                     .with_context(|| format!("opening slot {target} ({})", part.dev.display()))?;
                 // Each chunk arrives verified; holes are zeroed by the device.
                 let mut w = crate::io::blockdev::DeviceWriter::new(&dev);
+                let half = a.size / 2;
+                let (mut first, mut mid) = (false, false);
                 reader
-                    .read_chunks(|c| match c.data {
-                        ChunkData::Bytes(b) => w.write(b),
-                        ChunkData::Zeros(n) => w.write_zeros(n),
+                    .read_chunks(|c| {
+                        match c.data {
+                            ChunkData::Bytes(b) => w.write(b)?,
+                            ChunkData::Zeros(n) => w.write_zeros(n)?,
+                        }
+                        if !first && w.written() > 0 {
+                            first = true;
+                            fault::hit(FaultPoint::AfterFirstWrite);
+                        }
+                        if !mid && w.written() >= half {
+                            mid = true;
+                            fault::hit(FaultPoint::MidSlot);
+                        }
+                        Ok(())
                     })
                     .with_context(|| format!("writing slot {target}"))?;
                 w.finish()
                     .with_context(|| format!("syncing slot {target}"))?;
                 drop(dev);
+                fault::hit(FaultPoint::AfterSlotSync);
                 let back = read_back(&part.dev, a.size)?;
                 if back != a.sha256.0 {
                     bail!("slot {target} reads back differently from what was written");
@@ -405,6 +520,7 @@ fn write_artifacts(
         }
     }
     reader.into_inner();
+    fault::hit(FaultPoint::AfterBootFiles);
     if !wrote_rootfs {
         bail!("bundle has no rootfs");
     }
@@ -435,14 +551,16 @@ pub fn wanted_automatically(
     compare_versions(version, running) == Ordering::Greater && !state.has_failed(digest)
 }
 
-/// `slate-agent install SOURCE`.
+/// `slate-agent install SOURCE`: takes the update lock, then loads the state.
 pub fn run_cli(config: &Path, source: &str, reboot: bool) -> Result<()> {
     let dev = Device::open(config)?;
-    let mut state = dev.load_state();
+    let lock = UpdateLock::try_acquire(Path::new(LOCK_PATH))?;
+    let mut state = dev.load_state()?;
     let source = Source::parse(source);
-    match install(&dev, &mut state, &source)? {
+    match install(&dev, &lock, &mut state, &source)? {
         Outcome::Installed { slot, version } => {
             eprintln!("slate-agent: installed {version} into slot {slot}");
+            drop(lock);
             if reboot {
                 system::reboot()?;
             }

@@ -6,13 +6,14 @@
 use super::boot::Device;
 use super::events::emit;
 use super::install::{self, Outcome, Source};
-use super::state::DeviceState;
+use super::lock::{LOCK_PATH, UpdateLock};
 use super::system;
 use crate::bundle;
 use anyhow::Result;
 use serde_json::json;
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Whole-disk block devices that may hold a bundle: not the boot disk, not
 /// loop/ram/zram devices, not empty.
@@ -52,7 +53,11 @@ fn has_bundle_magic(dev: &std::path::Path) -> bool {
 
 /// Looks for bundles on removable media and installs the first wanted one
 /// (rebooting into it). Returns without error when there is nothing to do.
-pub fn check_removable_media(dev: &Device, state: &mut DeviceState) -> Result<()> {
+/// Takes the update lock and loads the state under it.
+pub fn check_removable_media(dev: &Device) -> Result<()> {
+    let lock = UpdateLock::wait(Path::new(LOCK_PATH), Duration::from_secs(600))?;
+    let mut state = dev.load_state()?;
+    let state = &mut state;
     let boot_disk = dev
         .params
         .root
@@ -103,8 +108,9 @@ pub fn check_removable_media(dev: &Device, state: &mut DeviceState) -> Result<()
                 continue;
             }
         }
-        match install::install(dev, state, &source)? {
+        match install::install(dev, &lock, state, &source)? {
             Outcome::Installed { .. } => {
+                drop(lock);
                 system::reboot()?;
                 return Ok(());
             }

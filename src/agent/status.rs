@@ -87,7 +87,7 @@ pub fn report(dev: &Device, state: &DeviceState, boot: Option<&BootSnapshot>) ->
 /// Gathers the report on the device (mounts the ESP read-only briefly).
 pub fn gather(config_path: &std::path::Path) -> Result<StatusReport> {
     let dev = Device::open(config_path)?;
-    let state = dev.load_state();
+    let state = dev.load_state()?;
     let snapshot = (|| -> Result<BootSnapshot> {
         let guid = dev
             .params

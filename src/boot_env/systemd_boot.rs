@@ -189,6 +189,18 @@ fn overwrite_in_place(
     f.sync_all().map_err(io_err("syncing", path))
 }
 
+/// fsyncs a file after it was renamed on FAT. Linux's vfat creates the new
+/// directory entry with no first cluster and size 0 and fills both in only
+/// when the file's inode is written back; a directory fsync does not write
+/// it. Without this a power cut after the rename leaves an empty entry file
+/// and a lost cluster (found by the fault scenarios: `fsck.fat` reclaimed
+/// the cluster and the trial entry was gone).
+fn sync_renamed(path: &Path) -> Result<(), BootEnvError> {
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err("syncing", path))
+}
+
 /// The systemd-boot backend over a mounted ESP.
 #[derive(Debug, Clone)]
 pub struct SystemdBoot {
@@ -244,6 +256,7 @@ impl SystemdBoot {
         let (src, dst) = (dir.join(from), dir.join(to.file_name()));
         if src != dst {
             fs::rename(&src, &dst).map_err(io_err("renaming", &src))?;
+            sync_renamed(&dst)?;
             crate::io::sync_dir(&dir).map_err(io_err("syncing", &dir))?;
         }
         Ok(())
@@ -262,6 +275,7 @@ impl SystemdBoot {
             f.sync_all().map_err(io_err("syncing", &tmp))?;
         }
         fs::rename(&tmp, &dest).map_err(io_err("renaming", &tmp))?;
+        sync_renamed(&dest)?;
         crate::io::sync_dir(&parent).map_err(io_err("syncing", &parent))
     }
 

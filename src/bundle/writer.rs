@@ -138,7 +138,13 @@ pub fn from_build_dir(dir: &Path) -> Result<(BundleMeta, Vec<ArtifactInput>), Wr
     if !md.is_dir() {
         return input(format!("{} is not a build directory", dir.display()));
     }
-    let bm = BuildManifest::load(dir).map_err(|e| WriteError::Input(e.to_string()))?;
+    let bm = BuildManifest::load(dir).map_err(|e| match e {
+        crate::build_manifest::ManifestError::Io { path, source } => WriteError::Io {
+            what: format!("reading {path}"),
+            source,
+        },
+        e => WriteError::Input(e.to_string()),
+    })?;
     let created = match crate::reproducible::source_date_epoch() {
         Ok(Some(v)) => v,
         Ok(None) => bm.source_date_epoch,

@@ -44,7 +44,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
         AgentCommand::Status { json } => {
             let r = crate::agent::status::gather(&args.config)?;
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                println!("{}", status_json(&r)?);
             } else {
                 print!("{}", crate::agent::status::render(&r));
             }
@@ -54,4 +54,14 @@ pub fn run(args: AgentArgs) -> Result<()> {
             crate::agent::install::run_cli(&args.config, &source, !no_reboot)
         }
     }
+}
+
+/// The `--json` document of `slate-agent status` (docs/json.md).
+pub fn status_json(r: &crate::agent::status::StatusReport) -> Result<serde_json::Value> {
+    let mut doc = serde_json::Map::new();
+    doc.insert("schema".into(), super::exit::JSON_SCHEMA.into());
+    if let serde_json::Value::Object(fields) = serde_json::to_value(r)? {
+        doc.extend(fields);
+    }
+    Ok(serde_json::Value::Object(doc))
 }

@@ -3,7 +3,6 @@
 use crate::compose::build::{BuildOptions, build};
 use anyhow::{Context, Result};
 use clap::Args;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 /// Arguments of `slate build`.
@@ -38,15 +37,10 @@ pub fn run(args: BuildArgs) -> Result<()> {
         cache: crate::packages::cache_dir(),
         agent,
     };
-    let tty = std::io::stderr().is_terminal();
-    let status = |msg: &str| {
-        if tty {
-            eprintln!("\x1b[1m==>\x1b[0m {msg}");
-        } else {
-            eprintln!("slate: {msg}");
-        }
-    };
-    let out = build(&opts, &status)?;
+    let out = build(&opts, &crate::progress::status)?;
+    if crate::progress::quiet() {
+        return Ok(());
+    }
     let m = &out.manifest;
     let mib = |n: u64| n as f64 / (1 << 20) as f64;
     eprintln!(

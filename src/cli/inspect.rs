@@ -1,4 +1,5 @@
-//! `slate inspect`: show what a bundle holds, without trusted keys.
+//! `slate inspect`: show what a bundle, a build directory or a disk image
+//! holds, without trusted keys.
 
 use super::verify::open_bundle_file;
 use crate::bundle::read_head_unverified;
@@ -7,12 +8,15 @@ use clap::Args;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
-/// Show a bundle's manifest and signatures. Each signature is checked only
-/// against the public key stored beside it (integrity, not trust: use
-/// `slate verify` for that); the payload is not read.
+/// Show what a bundle, build directory or disk image holds. For a bundle:
+/// its manifest and signatures, each checked only against the public key
+/// stored beside it (integrity, not trust: use `slate verify` for that); the
+/// payload is not read. For a build directory or disk.img: the partitions,
+/// each slot's version, boot state and file count, and the ESP's files.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// The bundle file (or, with --sbom, a build directory).
+    /// A bundle file, a build directory (out/NAME) or a disk image.
+    #[arg(value_name = "BUNDLE|BUILD_DIR|DISK")]
     pub bundle: PathBuf,
     /// Print JSON on stdout.
     #[arg(long)]
@@ -84,6 +88,8 @@ struct ArtifactJson<'a> {
 
 #[derive(Serialize)]
 struct InspectJson<'a> {
+    schema: u32,
+    kind: &'static str,
     bundle: &'a Path,
     format: u32,
     name: &'a str,
@@ -98,16 +104,46 @@ struct InspectJson<'a> {
     artifacts: Vec<ArtifactJson<'a>>,
 }
 
+/// Whether `path` starts like a GPT disk ("EFI PART" in sector 1).
+fn is_disk(path: &Path) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut sig = [0u8; 8];
+    std::fs::File::open(path)
+        .and_then(|f| f.read_exact_at(&mut sig, 512))
+        .is_ok()
+        && &sig == b"EFI PART"
+}
+
 /// Runs `slate inspect`.
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     if args.sbom {
         return print_sbom(&args);
+    }
+    if args.bundle.is_dir() {
+        if !args.bundle.join(crate::build_manifest::FILE_NAME).exists() {
+            return Err(super::exit::InvalidInput(format!(
+                "{} is a directory but not a build directory (no {})",
+                args.bundle.display(),
+                crate::build_manifest::FILE_NAME
+            ))
+            .into());
+        }
+        let info = crate::image_info::inspect_build(&args.bundle)
+            .with_context(|| format!("inspecting build {}", args.bundle.display()))?;
+        return print_image(&args, "build", Some(&info.manifest), info.disk.as_ref());
+    }
+    if is_disk(&args.bundle) {
+        let disk = crate::image_info::inspect_disk(&args.bundle)
+            .with_context(|| format!("inspecting disk image {}", args.bundle.display()))?;
+        return print_image(&args, "disk", None, Some(&disk));
     }
     let src = open_bundle_file(&args.bundle)?;
     let head = read_head_unverified(src)
         .with_context(|| format!("inspecting bundle {}", args.bundle.display()))?;
     let m = &head.manifest;
     let j = InspectJson {
+        schema: super::exit::JSON_SCHEMA,
+        kind: "bundle",
         bundle: &args.bundle,
         format: m.format,
         name: &m.name,
@@ -168,6 +204,78 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
             "artifact          {}: {} bytes, sha256 {}, {} chunks of {} bytes ({} holes), {} bytes compressed",
             a.name, a.size, a.sha256, a.chunks, a.chunk_size, a.holes, a.compressed_size
         );
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct ImageJson<'a> {
+    schema: u32,
+    kind: &'static str,
+    path: &'a Path,
+    build: Option<&'a crate::build_manifest::BuildManifest>,
+    disk: Option<&'a crate::image_info::DiskInfo>,
+}
+
+fn print_image(
+    args: &InspectArgs,
+    kind: &'static str,
+    build: Option<&crate::build_manifest::BuildManifest>,
+    disk: Option<&crate::image_info::DiskInfo>,
+) -> anyhow::Result<()> {
+    if args.json {
+        let j = ImageJson {
+            schema: super::exit::JSON_SCHEMA,
+            kind,
+            path: &args.bundle,
+            build,
+            disk,
+        };
+        println!("{}", serde_json::to_string(&j)?);
+        return Ok(());
+    }
+    println!("{kind:<18}{}", args.bundle.display());
+    if let Some(m) = build {
+        println!(
+            "image             {} {} (compatible {}, security_version {})",
+            m.name, m.version, m.compatible, m.security_version
+        );
+        println!("source_date_epoch {}", m.source_date_epoch);
+        for a in m.artifacts.iter().chain(m.disk.iter()) {
+            println!(
+                "file              {}: {} bytes, sha256 {}",
+                a.file, a.size, a.sha256
+            );
+        }
+        println!("packages          {}", m.packages.len());
+    }
+    let Some(d) = disk else {
+        return Ok(());
+    };
+    println!("disk              {} bytes, GUID {}", d.size, d.disk_guid);
+    for p in &d.partitions {
+        println!(
+            "partition {}       {:<7} {:>6} MiB at {:>6} MiB  {:<5} {}",
+            p.number,
+            p.name,
+            p.size >> 20,
+            p.offset >> 20,
+            p.filesystem.as_deref().unwrap_or("-"),
+            p.guid
+        );
+    }
+    for (slot, s) in &d.slots {
+        println!(
+            "slot {slot}            {} {}, {} files, boot {} ({})",
+            s.image.as_deref().unwrap_or("?"),
+            s.version.as_deref().unwrap_or("(unreadable)"),
+            s.files,
+            s.boot_state,
+            s.boot_entry.as_deref().unwrap_or("no entry")
+        );
+    }
+    for f in &d.esp_files {
+        println!("esp file          {} ({} bytes)", f.path, f.size);
     }
     Ok(())
 }

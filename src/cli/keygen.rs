@@ -6,11 +6,12 @@ use clap::Args;
 use std::ffi::OsString;
 use std::fs::Permissions;
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Make a signing key pair: PREFIX.key (PKCS#8 PEM, mode 0600) and
-/// PREFIX.pub (SPKI PEM). Existing files are kept unless --force is given.
+/// PREFIX.pub (SPKI PEM), creating PREFIX's directory if needed. Existing
+/// files are kept unless --force is given.
 #[derive(Debug, Args)]
 pub struct KeygenArgs {
     /// Path prefix of the two key files.
@@ -69,6 +70,17 @@ pub fn run(args: KeygenArgs) -> anyhow::Result<()> {
             if p.symlink_metadata().is_ok() {
                 bail!("{} already exists (--force replaces it)", p.display());
             }
+        }
+    }
+    // `slate keygen keys/dev` in a fresh checkout: make keys/ (private to
+    // its owner, as it holds the signing key).
+    if let Some(dir) = key_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("creating {}", dir.display()))?;
         }
     }
     let key = SecretKey::generate()?;

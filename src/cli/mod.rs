@@ -5,6 +5,8 @@ use clap::{Parser, Subcommand};
 pub mod agent;
 pub mod build;
 pub mod bundle;
+pub mod completions;
+pub mod exit;
 pub mod extract;
 pub mod inspect;
 pub mod keygen;
@@ -15,10 +17,25 @@ pub mod qemu;
 pub mod vendor;
 pub mod verify;
 
+/// `slate --version`: the version, the git commit and the target.
+pub const LONG_VERSION: &str = env!("SLATE_LONG_VERSION");
+
 /// slate: compose minimal, immutable A/B OS images and update them safely.
 #[derive(Debug, Parser)]
-#[command(name = "slate", version, about, max_term_width = 80)]
+#[command(
+    name = "slate",
+    version,
+    long_version = LONG_VERSION,
+    about,
+    max_term_width = 80,
+    after_help = "Exit codes: 0 ok, 1 failure, 2 usage, 3 invalid input, \
+                  4 verification failed, 5 I/O (docs/cli.md)."
+)]
 pub struct Cli {
+    /// Print only results, warnings and errors: no status lines or progress
+    /// bars (colour also stays off when NO_COLOR is set).
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -40,7 +57,7 @@ pub enum Command {
     Bundle(bundle::BundleArgs),
     /// Verify a bundle's signatures and its whole payload.
     Verify(verify::VerifyArgs),
-    /// Show a bundle's manifest and signatures.
+    /// Show what a bundle, build directory or disk image holds.
     Inspect(inspect::InspectArgs),
     /// Write one verified artifact of a bundle to a file or block device.
     Extract(extract::ExtractArgs),
@@ -48,10 +65,50 @@ pub enum Command {
     Qemu(qemu::QemuArgs),
     /// The on-device agent (installed in images as slate-agent).
     Agent(agent::AgentArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
+    /// Write the man pages into a directory (for packagers).
+    #[command(hide = true)]
+    Man(completions::ManArgs),
+}
+
+impl Cli {
+    /// For a command run with `--json`: the fields that identify what the
+    /// command worked on, printed with the error object if it fails
+    /// (docs/json.md). `None` without `--json`.
+    pub fn json_failure_context(&self) -> Option<serde_json::Map<String, serde_json::Value>> {
+        let mut m = serde_json::Map::new();
+        match &self.command {
+            Command::Verify(a) if a.json => {
+                m.insert("bundle".into(), a.bundle.display().to_string().into());
+                m.insert("valid".into(), false.into());
+            }
+            Command::Inspect(a) if a.json => {
+                m.insert("path".into(), a.bundle.display().to_string().into());
+            }
+            Command::Qemu(a) if a.json => {
+                m.insert("disk".into(), a.disk.display().to_string().into());
+            }
+            Command::Agent(agent::AgentArgs {
+                command: agent::AgentCommand::Status { json: true },
+                ..
+            }) => {}
+            _ => return None,
+        }
+        Some(m)
+    }
+}
+
+/// Parses the process's command line, runs it and returns its exit code.
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse_from(effective_args());
+    let json = cli.json_failure_context();
+    exit::report(run(cli), json)
 }
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    crate::progress::set_quiet(cli.quiet);
     match cli.command {
         Command::Build(a) => build::run(a),
         Command::Vendor(a) => vendor::run(a),
@@ -63,6 +120,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Extract(a) => extract::run(a),
         Command::Qemu(a) => qemu::run(a),
         Command::Agent(a) => agent::run(a),
+        Command::Completions(a) => completions::run_completions(a),
+        Command::Man(a) => completions::run_man(a),
     }
 }
 

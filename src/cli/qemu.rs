@@ -16,6 +16,7 @@ Exit status:
   1  the timeout passed, QEMU exited first, or QEMU could not be started;
      the last 40 console lines are printed
   2  invalid command line
+  5  the disk image, a bundle or the console log could not be read/written
 
 Power cuts: --kill-after SECS sends SIGKILL to QEMU SECS after the first
 `installing` event; with --seed N the delay is drawn from N, uniformly in
@@ -24,7 +25,8 @@ happened and every --expect was seen before it, e.g.
   slate qemu disk.img --expect installing --kill-after 3 --seed 7
 
 --json prints each event as a JSON line on stdout with \"t\" (seconds since
-QEMU started) and \"boot\" (1, +1 on each firmware restart) added.
+QEMU started), \"boot\" (1, +1 on each firmware restart) and \"schema\": 1
+added; a failed run ends with an error object (docs/json.md).
 Environment: SLATE_OVMF_DIR, SLATE_QEMU, SLATE_QEMU_ACCEL=kvm|tcg.";
 
 /// Boot a disk image in QEMU and check the events its guest reports.
@@ -69,6 +71,14 @@ pub struct QemuArgs {
     /// Guest memory in MiB.
     #[arg(long, value_name = "MiB", default_value_t = QemuOptions::DEFAULT_MEMORY_MIB)]
     pub memory: u32,
+
+    /// Stop the agent once at POINT (test builds; docs/updates.md)
+    #[arg(long, value_name = "POINT[:ACTION]")]
+    pub fault: Option<crate::agent::fault::FaultSpec>,
+
+    /// Fail writes to partition PART with EIO (at FRAC, default 0.5)
+    #[arg(long, value_name = "PART[@FRAC]")]
+    pub io_error: Option<crate::qemu::IoError>,
 }
 
 impl QemuArgs {
@@ -85,6 +95,8 @@ impl QemuArgs {
             }),
             console_log: self.console_log.clone(),
             memory_mib: self.memory,
+            fault: self.fault,
+            io_error: self.io_error.clone(),
             ..QemuOptions::new(&self.disk)
         }
     }
@@ -143,8 +155,9 @@ impl Observer for Printer {
     fn event(&mut self, event: &ObservedEvent) {
         if self.json {
             if self.stdout_error.is_none() {
+                let line = event_json(event);
                 let mut out = std::io::stdout().lock();
-                if let Err(e) = writeln!(out, "{}", event.to_json()).and_then(|()| out.flush()) {
+                if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
                     self.stdout_error = Some(e);
                 }
             }
@@ -161,6 +174,15 @@ impl Observer for Printer {
     fn notice(&mut self, t: f64, message: &str) {
         eprintln!("slate qemu: {t:8.3} s {message}");
     }
+}
+
+/// The `--json` line of one event (docs/json.md).
+pub fn event_json(event: &ObservedEvent) -> serde_json::Value {
+    let mut line = event.to_json();
+    if let Some(fields) = line.as_object_mut() {
+        fields.insert("schema".into(), super::exit::JSON_SCHEMA.into());
+    }
+    line
 }
 
 /// `booted slot=A version=1.0.0`: the event name, then its other fields.

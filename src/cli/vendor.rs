@@ -35,6 +35,9 @@ pub fn run(args: VendorArgs) -> Result<()> {
         &status,
     )?;
     let bytes = packages::vendor::write_vendor_dir(&dir, &provided.packages)?;
+    provided
+        .lock
+        .store(&packages::lock::lock_path(&recipe.path))?;
     eprintln!(
         "slate: vendored {} packages ({:.1} MiB) into {}; build with --vendor {} or [apt] vendor",
         provided.packages.len(),

@@ -1,9 +1,10 @@
 //! `slate verify`: check a bundle's signatures against trusted keys, then
 //! every chunk, size and digest of its payload.
 
+use super::exit::InvalidInput;
 use crate::bundle::{BundleError, BundleHead, BundleReader, TrustedKeys, open};
 use crate::progress::Progress;
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
 use std::fs::File;
@@ -32,7 +33,7 @@ pub(crate) fn open_bundle_file(path: &Path) -> anyhow::Result<BufReader<File>> {
     let md =
         std::fs::metadata(path).with_context(|| format!("opening bundle {}", path.display()))?;
     if md.is_dir() {
-        bail!("bundle {} is a directory", path.display());
+        return Err(InvalidInput(format!("bundle {} is a directory", path.display())).into());
     }
     let f = File::open(path).with_context(|| format!("opening bundle {}", path.display()))?;
     Ok(BufReader::with_capacity(256 * 1024, f))
@@ -54,6 +55,7 @@ struct ArtifactJson {
 
 #[derive(Serialize)]
 struct VerifiedJson<'a> {
+    schema: u32,
     bundle: &'a Path,
     valid: bool,
     manifest_sha256: String,
@@ -65,20 +67,6 @@ struct VerifiedJson<'a> {
     threshold: usize,
     signatures: Vec<SignatureJson>,
     artifacts: Vec<ArtifactJson>,
-}
-
-#[derive(Serialize)]
-struct ErrorJson {
-    code: &'static str,
-    kind: Option<&'static str>,
-    message: String,
-}
-
-#[derive(Serialize)]
-struct FailedJson<'a> {
-    bundle: &'a Path,
-    valid: bool,
-    error: ErrorJson,
 }
 
 /// Streams every artifact through the verifier, then checks the end.
@@ -102,29 +90,13 @@ fn verify_all(mut reader: BundleReader<BufReader<File>>) -> Result<BundleHead, B
 pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
     let keys = TrustedKeys::from_pem_files(&args.pubkeys, args.threshold)?;
     let src = open_bundle_file(&args.bundle)?;
-    let result = open(src, &keys).and_then(verify_all);
-    let head = match result {
-        Ok(h) => h,
-        Err(e) => {
-            if args.json {
-                let j = FailedJson {
-                    bundle: &args.bundle,
-                    valid: false,
-                    error: ErrorJson {
-                        code: e.code(),
-                        kind: e.corrupt_kind().map(|k| k.code()),
-                        message: e.to_string(),
-                    },
-                };
-                println!("{}", serde_json::to_string(&j)?);
-            }
-            return Err(anyhow::Error::new(e)
-                .context(format!("verifying bundle {}", args.bundle.display())));
-        }
-    };
+    let head = open(src, &keys)
+        .and_then(verify_all)
+        .with_context(|| format!("verifying bundle {}", args.bundle.display()))?;
     let m = &head.manifest;
     if args.json {
         let j = VerifiedJson {
+            schema: super::exit::JSON_SCHEMA,
             bundle: &args.bundle,
             valid: true,
             manifest_sha256: head.manifest_digest.to_string(),

@@ -35,6 +35,8 @@ pub mod files {
     pub const INITRD: &str = "initrd.img";
     /// Boot parameters for the agent when it installs this build.
     pub const BOOTSPEC: &str = crate::boot_spec::FILE_NAME;
+    /// The block map of the disk image, for bmaptool.
+    pub const BMAP: &str = "disk.img.bmap";
 }
 
 /// What `slate build` was asked to do.
@@ -228,6 +230,7 @@ fn artifact(dir: &Path, name: &str, file: &str) -> Result<Artifact, ComposeError
 struct Inputs {
     recipe: Recipe,
     out_dir: PathBuf,
+    out: super::outdir::OutDir,
     packages: ResolvedPackages,
 }
 
@@ -262,7 +265,7 @@ pub fn build(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<BuildOutput, 
     let inputs = resolve_inputs(opts, status)?;
     let unpacked = unpack(&inputs, &opts.cache, status)?;
     let trees = compose_trees(&inputs.recipe, &unpacked, &opts.agent, &opts.cache, status)?;
-    let work = WorkDir::create(&inputs.out_dir)?;
+    let work = super::outdir::work_dir(&inputs.out)?;
     let fs = write_filesystems(&inputs.recipe, &unpacked, &trees, work.path(), status)?;
     write_disk_image(
         &inputs.recipe,
@@ -280,7 +283,14 @@ pub fn build(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<BuildOutput, 
     )?;
     write_sbom(&inputs, unpacked.epoch, &trees.host_files, work.path())?;
     let manifest = write_manifest(&inputs, unpacked.epoch, work.path(), status)?;
-    work.publish(&inputs.out_dir)?;
+    // Swap the finished directory into place, then record the lock: a
+    // failed build leaves both untouched.
+    super::outdir::replace(work, &inputs.out)?;
+    inputs
+        .packages
+        .lock
+        .store(&crate::packages::lock::lock_path(&inputs.recipe.path))
+        .map_err(crate::packages::PackagesError::from)?;
     Ok(BuildOutput {
         dir: inputs.out_dir,
         manifest,
@@ -295,7 +305,10 @@ fn resolve_inputs(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<Inputs, 
         .out_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("out").join(&recipe.name));
-    check_keys_readable(&recipe)?;
+    // Never replace what slate did not write; checked before any slow work.
+    let out = super::outdir::check(&out_dir)?;
+    // Keys, kernel, files and protected paths, before any slow work.
+    super::preflight::check_inputs(&recipe, &|w| eprintln!("slate: warning: {w}"))?;
     let provide = packages::ProvideOptions {
         update_lock: opts.update_lock,
         locked: opts.locked,
@@ -305,28 +318,9 @@ fn resolve_inputs(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<Inputs, 
     Ok(Inputs {
         recipe,
         out_dir,
+        out,
         packages,
     })
-}
-
-/// Fails on unreadable update keys before any slow work.
-fn check_keys_readable(recipe: &Recipe) -> Result<(), ComposeError> {
-    for (i, k) in recipe.update.public_keys.iter().enumerate() {
-        let p = super::rootfs::resolve(recipe, k);
-        if let Err(e) = std::fs::metadata(&p) {
-            return Err(recipe
-                .error(
-                    &format!("update.public_keys.{i}"),
-                    format!(
-                        "cannot read {}: {e} (create a key pair with: slate keygen {})",
-                        p.display(),
-                        p.with_extension("").display()
-                    ),
-                )
-                .into());
-        }
-    }
-    Ok(())
 }
 
 /// Stage 2: unpack every package, find the kernel and plan the initramfs
@@ -341,6 +335,7 @@ fn unpack(
     let rootfs_pkgs = unpack_role(&inputs.packages, Role::Rootfs, cache)?;
     let kernel_pkgs = unpack_role(&inputs.packages, Role::Kernel, cache)?;
     let boot_pkgs = unpack_role(&inputs.packages, Role::Boot, cache)?;
+    super::preflight::check_packages(recipe, &rootfs_pkgs)?;
     let epoch = build_epoch(&rootfs_pkgs)?;
     let kernel = find_kernel(recipe, &kernel_pkgs)?;
     Ok(UnpackedInputs {
@@ -394,6 +389,8 @@ fn agent_config(recipe: &Recipe, watchdog_secs: u64) -> AgentConfig {
         security_version: recipe.update.security_version,
         health_command: recipe.health.command.clone(),
         health_timeout_ms: recipe.health.timeout.as_millis() as u64,
+        health_retries: recipe.health.retries,
+        health_interval_ms: recipe.health.interval.as_millis() as u64,
         tries: recipe.update.tries,
         public_keys: (0..recipe.update.public_keys.len())
             .map(|i| PathBuf::from(format!("/etc/slate/keys/{i}.pub")))
@@ -609,7 +606,10 @@ fn write_disk_image(
             rootfs: &fs.rootfs,
             epoch: unpacked.epoch,
         },
-    )
+    )?;
+    let disk_path = w.join(files::DISK);
+    crate::filesystems::bmap::write_bmap(&disk_path, &w.join(files::BMAP))
+        .map_err(|e| ComposeError::io("writing the block map of", &disk_path, e))
 }
 
 /// Writes `boot.json` for the agent.
@@ -702,6 +702,7 @@ fn write_manifest(
         .map_err(|e| ComposeError::io("writing", &manifest_path, e))?;
     for f in [
         files::DISK,
+        files::BMAP,
         files::ROOTFS,
         files::KERNEL,
         files::INITRD,
@@ -714,50 +715,4 @@ fn write_manifest(
             .map_err(|e| ComposeError::io("syncing", &p, e))?;
     }
     Ok(manifest)
-}
-
-/// The private directory a build is written into, next to its output.
-struct WorkDir {
-    dir: tempfile::TempDir,
-    parent: PathBuf,
-}
-
-impl WorkDir {
-    fn create(out_dir: &Path) -> Result<Self, ComposeError> {
-        let parent = out_dir
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .to_path_buf();
-        std::fs::create_dir_all(&parent).map_err(|e| ComposeError::io("creating", &parent, e))?;
-        let dir = tempfile::Builder::new()
-            .prefix(&format!(".{}.", file_name(out_dir)))
-            .tempdir_in(&parent)
-            .map_err(|e| ComposeError::io("creating a work directory in", &parent, e))?;
-        Ok(Self { dir, parent })
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Swaps the finished directory into place.
-    fn publish(self, out_dir: &Path) -> Result<(), ComposeError> {
-        let work = self.dir.keep();
-        let old = self.parent.join(format!(".{}.old", file_name(out_dir)));
-        if out_dir.exists() {
-            let _ = std::fs::remove_dir_all(&old);
-            std::fs::rename(out_dir, &old)
-                .map_err(|e| ComposeError::io("replacing", out_dir, e))?;
-        }
-        std::fs::rename(&work, out_dir).map_err(|e| ComposeError::io("creating", out_dir, e))?;
-        let _ = std::fs::remove_dir_all(&old);
-        crate::io::sync_dir(&self.parent).map_err(|e| ComposeError::io("syncing", &self.parent, e))
-    }
-}
-
-fn file_name(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
 }

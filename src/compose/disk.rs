@@ -150,7 +150,8 @@ pub fn write_disk(path: &Path, inputs: &DiskInputs<'_>) -> Result<(), ComposeErr
             ..Default::default()
         },
         window,
-        &Progress::bytes(0, "data"),
+        // An empty filesystem: nothing worth a bar ("0 B/0 B").
+        &Progress::hidden(),
     )
     .map_err(|e| recipe.error("disk.data", e.to_string()))?;
     file.sync_all()

@@ -5,6 +5,8 @@ pub mod build;
 pub mod disk;
 pub mod esp;
 pub mod initramfs;
+pub mod outdir;
+pub mod preflight;
 pub mod rootfs;
 
 use crate::recipe::RecipeError;
@@ -35,6 +37,9 @@ pub enum ComposeError {
         /// OS error.
         source: std::io::Error,
     },
+    /// The output directory holds something slate did not write.
+    #[error("{0}")]
+    OutDir(String),
     /// Anything else, already phrased for the user.
     #[error("{0}")]
     Other(String),

@@ -99,6 +99,18 @@ pub fn staged_file(pkgs: &[Unpacked], path: &str) -> Option<(PathBuf, u64)> {
     })
 }
 
+/// A service command for busybox init. init runs a command with shell
+/// syntax as `sh -c "exec COMMAND"`, which would end `a; b` after `a`: such
+/// commands get their own shell, `/bin/sh -c 'COMMAND'`.
+pub fn init_command(exec: &str) -> String {
+    const META: &str = "~`!$^&*()=|\\{}[];\"'<>?";
+    if exec.contains(|c| META.contains(c)) {
+        format!("/bin/sh -c '{}'", exec.replace('\'', r"'\''"))
+    } else {
+        exec.to_string()
+    }
+}
+
 /// busybox init's configuration for the recipe's services and the agent.
 pub fn inittab(recipe: &Recipe) -> String {
     // No sysinit: the initramfs has set up /dev, /run and the network's
@@ -109,7 +121,7 @@ pub fn inittab(recipe: &Recipe) -> String {
             "# service {} (runs to completion first)\n",
             s.name
         ));
-        t.push_str(&format!("::wait:{}\n", s.exec));
+        t.push_str(&format!("::wait:{}\n", init_command(&s.exec)));
     }
     t.push_str(&format!("::once:{AGENT_PATH} boot\n"));
     for s in recipe.services.iter().filter(|s| !s.wait) {
@@ -118,7 +130,7 @@ pub fn inittab(recipe: &Recipe) -> String {
             Restart::Never => "once",
         };
         t.push_str(&format!("# service {}\n", s.name));
-        t.push_str(&format!("::{action}:{}\n", s.exec));
+        t.push_str(&format!("::{action}:{}\n", init_command(&s.exec)));
     }
     t.push_str("::ctrlaltdel:/sbin/reboot\n::shutdown:/etc/slate/shutdown\n");
     t
@@ -279,6 +291,10 @@ pub fn rootfs_tree(recipe: &Recipe, inputs: &RootfsInputs<'_>) -> Result<Tree, C
             FileSource::Inline(s) => text(s.clone(), f.mode.unwrap_or(0o644), mtime),
             FileSource::Host(p) => {
                 let host = resolve(recipe, p);
+                if p.is_relative() {
+                    inside_recipe_dir(recipe, &host)
+                        .map_err(|m| ComposeError::Recipe(recipe.error(&field, m)))?;
+                }
                 let md = std::fs::metadata(&host).map_err(|e| {
                     ComposeError::Recipe(
                         recipe.error(&field, format!("cannot read {}: {e}", host.display())),
@@ -333,11 +349,57 @@ pub fn account_files(recipe: &Recipe) -> (String, String, String) {
     (passwd, group, shadow)
 }
 
+/// A relative `src` names a file inside the recipe's directory: one that
+/// leaves it through `..` or a symlink (to an absolute path or not) is
+/// refused, so a recipe cannot hide where it reads from. (An absolute `src`
+/// names a host file openly.)
+fn inside_recipe_dir(recipe: &Recipe, host: &Path) -> Result<(), String> {
+    let dir = recipe.dir();
+    let base =
+        std::fs::canonicalize(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    let real =
+        std::fs::canonicalize(host).map_err(|e| format!("cannot read {}: {e}", host.display()))?;
+    if real.starts_with(&base) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} resolves to {}, outside the recipe's directory {} (write an absolute src to take a file from elsewhere)",
+            host.display(),
+            real.display(),
+            base.display()
+        ))
+    }
+}
+
 /// A recipe path: absolute, or relative to the recipe's directory.
 pub fn resolve(recipe: &Recipe, p: &Path) -> PathBuf {
     if p.is_absolute() {
         p.to_path_buf()
     } else {
         recipe.dir().join(p)
+    }
+}
+
+#[cfg(test)]
+mod init_command_tests {
+    use super::init_command;
+
+    #[test]
+    fn shell_syntax_gets_its_own_shell() {
+        assert_eq!(init_command("/usr/bin/app --x"), "/usr/bin/app --x");
+        assert_eq!(
+            init_command("sleep 5; touch /run/ready"),
+            "/bin/sh -c 'sleep 5; touch /run/ready'"
+        );
+        // What busybox init runs (`sh -c "exec ..."`) does the whole command.
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "exec {}",
+                init_command("echo 'a b' | tr a x; echo $((1+1))")
+            ))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "x b\n2\n");
     }
 }

@@ -323,7 +323,16 @@ fn populate<T: fatfs::ReadWriteSeek>(
     hasher: &mut Sha256,
     counts: &mut Counts,
 ) -> Result<(), FatError> {
-    let progress = Progress::bytes(tree.total_data_bytes(), "fat");
+    // FAT has no holes: every file is written at its full apparent size.
+    let total = tree
+        .walk()
+        .iter()
+        .map(|e| match &tree.node(e.id).kind {
+            NodeKind::File(f) => f.size,
+            _ => 0,
+        })
+        .sum();
+    let progress = Progress::bytes(total, "fat");
     let mut buf = vec![0u8; 256 * 1024];
     // Open directories from the root down to the current entry's parent.
     let mut dirs = vec![fs.root_dir()];

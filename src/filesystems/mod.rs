@@ -3,6 +3,7 @@
 //! Every filesystem writer consumes a [`crate::tree::Tree`] and streams file
 //! contents from their sources; none holds a whole image or file in memory.
 
+pub mod bmap;
 mod contents;
 pub mod cpio;
 pub mod ext4;

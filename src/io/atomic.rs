@@ -24,9 +24,13 @@ impl AtomicFile {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        // Mode 0666 less the umask, like any file a program creates (the
+        // temp file default, 0600, would make lock files and images private).
+        use std::os::unix::fs::PermissionsExt;
         let tmp = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
             .suffix(".tmp")
+            .permissions(std::fs::Permissions::from_mode(0o666))
             .tempfile_in(dir)?;
         Ok(Self { tmp, dest })
     }
@@ -34,6 +38,12 @@ impl AtomicFile {
     /// The file to write into.
     pub fn file(&mut self) -> &mut File {
         self.tmp.as_file_mut()
+    }
+
+    /// The temp file's own path (for reading what was written back before
+    /// [`AtomicFile::commit`]).
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
     }
 
     /// Where the file will appear.
@@ -73,6 +83,23 @@ fn parent_dir(p: &Path) -> &Path {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mode_is_that_of_a_created_file() {
+        // Issue 11: lock files came out 0600.
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        write_atomic(d.path().join("a"), b"x").unwrap();
+        std::fs::File::create(d.path().join("b")).unwrap();
+        let mode = |n: &str| {
+            std::fs::metadata(d.path().join(n))
+                .unwrap()
+                .permissions()
+                .mode()
+        };
+        assert_eq!(mode("a"), mode("b"));
+        assert_ne!(mode("a") & 0o044, 0, "{:o}", mode("a"));
+    }
     use std::io::Write;
 
     #[test]

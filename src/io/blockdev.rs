@@ -30,6 +30,11 @@ impl<'a> DeviceWriter<'a> {
         }
     }
 
+    /// Bytes handed to the device so far (not counting what is buffered).
+    pub fn written(&self) -> u64 {
+        self.pos
+    }
+
     /// Bytes written (or zeroed) so far.
     pub fn position(&self) -> u64 {
         self.pos + self.buf.len() as u64
@@ -99,6 +104,60 @@ impl<'a> DeviceWriter<'a> {
     }
 }
 
+/// Alignment of direct I/O buffers and offsets.
+const DIRECT_ALIGN: usize = 4096;
+
+/// SHA-256 of the first `len` bytes of `path` as stored on the device, not
+/// as cached: read with `O_DIRECT`, or, where the file cannot be opened so
+/// (a regular file on tmpfs), after dropping its cached pages. Returns the
+/// digest and how many bytes could be read (less than `len` when the device
+/// is shorter).
+pub fn sha256_uncached(path: &std::path::Path, len: u64) -> io::Result<([u8; 32], u64)> {
+    use rustix::fs::{Mode, OFlags};
+    use sha2::{Digest, Sha256};
+    let direct = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECT | OFlags::CLOEXEC,
+        Mode::empty(),
+    );
+    let (file, direct) = match direct {
+        Ok(fd) => (File::from(fd), true),
+        Err(_) => {
+            let f = File::open(path)?;
+            f.sync_all().ok();
+            let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed);
+            (f, false)
+        }
+    };
+    let mut buf = vec![0u8; WRITE_SIZE + DIRECT_ALIGN];
+    let start = buf.as_ptr().align_offset(DIRECT_ALIGN);
+    let buf = &mut buf[start..start + WRITE_SIZE];
+    let mut hasher = Sha256::new();
+    let mut pos = 0u64;
+    while pos < len {
+        let want = (len - pos).min(WRITE_SIZE as u64) as usize;
+        // Direct reads are whole sectors: read up to the next boundary and
+        // hash only what was asked for.
+        let ask = if direct {
+            want.next_multiple_of(512)
+        } else {
+            want
+        };
+        let n = match file.read_at(&mut buf[..ask], pos) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            break;
+        }
+        let used = n.min(want);
+        hasher.update(&buf[..used]);
+        pos += used as u64;
+    }
+    Ok((hasher.finalize().into(), pos))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,5 +180,19 @@ mod tests {
             "old bytes were zeroed"
         );
         assert!(back[4 + (6 << 20)..].iter().all(|b| *b == 7));
+    }
+
+    #[test]
+    fn uncached_hash_of_a_regular_file() {
+        use sha2::{Digest, Sha256};
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        let data: Vec<u8> = (0..(5u32 << 20) + 77).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&p, &data).unwrap();
+        let (h, n) = sha256_uncached(&p, data.len() as u64).unwrap();
+        assert_eq!(n, data.len() as u64);
+        assert_eq!(h, <[u8; 32]>::from(Sha256::digest(&data)));
+        let (_, n) = sha256_uncached(&p, data.len() as u64 + 10).unwrap();
+        assert_eq!(n, data.len() as u64, "short device");
     }
 }

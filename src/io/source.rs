@@ -5,6 +5,7 @@ use anyhow::{Context, Result, bail};
 use std::fs::File;
 use std::io::Read;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Where a bundle comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,11 +54,60 @@ impl Source {
                 Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, f)))
             }
             Source::Url(u) => {
-                let resp = ureq::get(u)
+                let t = HttpTimeouts::from_env();
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .timeout_connect(Some(t.connect))
+                    .timeout_recv_response(Some(t.read))
+                    .timeout_per_read(Some(t.read))
+                    .timeout_global(Some(t.total))
+                    .build()
+                    .into();
+                let resp = agent
+                    .get(u)
                     .call()
                     .with_context(|| format!("downloading bundle {u}"))?;
                 Ok(Box::new(resp.into_body().into_reader()))
             }
+        }
+    }
+}
+
+/// Bounds on an HTTP download, so a stalled or endless server cannot hold
+/// the update lock forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpTimeouts {
+    /// TCP (and TLS) connection setup.
+    pub connect: Duration,
+    /// Waiting for the response head, and for each read of the body: a
+    /// server that sends nothing for this long is given up.
+    pub read: Duration,
+    /// The whole download.
+    pub total: Duration,
+}
+
+impl HttpTimeouts {
+    /// Defaults: connect 30 s, 60 s without data, 6 h in all.
+    pub const DEFAULT: HttpTimeouts = HttpTimeouts {
+        connect: Duration::from_secs(30),
+        read: Duration::from_secs(60),
+        total: Duration::from_secs(6 * 3600),
+    };
+
+    /// The defaults, overridden (in seconds) by `SLATE_HTTP_CONNECT_TIMEOUT`,
+    /// `SLATE_HTTP_READ_TIMEOUT` and `SLATE_HTTP_TIMEOUT`.
+    pub fn from_env() -> Self {
+        let secs = |name: &str, default: Duration| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs)
+                .unwrap_or(default)
+        };
+        let d = Self::DEFAULT;
+        Self {
+            connect: secs("SLATE_HTTP_CONNECT_TIMEOUT", d.connect),
+            read: secs("SLATE_HTTP_READ_TIMEOUT", d.read),
+            total: secs("SLATE_HTTP_TIMEOUT", d.total),
         }
     }
 }

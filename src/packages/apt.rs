@@ -189,11 +189,18 @@ impl Apt {
             .map_err(AptError::Spawn)?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr);
+        // `apt-get update` only warns when a source cannot be fetched (and
+        // goes on with old lists, or none): that is an error here.
         let errors: Vec<&str> = stderr
             .lines()
             .chain(stdout.lines())
-            .filter(|l| l.starts_with("E:"))
-            .map(|l| l.trim_start_matches("E:").trim())
+            .filter_map(|l| {
+                l.strip_prefix("E:").or_else(|| {
+                    l.strip_prefix("W: ")
+                        .filter(|w| w.starts_with("Failed to fetch"))
+                })
+            })
+            .map(str::trim)
             .collect();
         if !out.status.success() || !errors.is_empty() {
             if let Some(name) = errors

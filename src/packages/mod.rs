@@ -195,8 +195,9 @@ pub fn sources(recipe: &Recipe, lock: &LockFile, cache: &Path, vendor: Option<&P
 
 /// Reads the lock beside the recipe (resolving it again when it is missing,
 /// does not match the recipe, or `update_lock` is set), obtains every locked
-/// package from the first source that has its exact bytes, and writes the
-/// lock only once all of them are there.
+/// package from the first source that has its exact bytes. The caller
+/// stores [`ResolvedPackages::lock`] beside the recipe once the build
+/// succeeded (a failed build changes no lock).
 pub fn provide(
     recipe: &Recipe,
     cache: &Path,
@@ -221,7 +222,6 @@ pub fn provide(
             path,
         })
         .collect();
-    lock.store(&lock_path)?;
     Ok(ResolvedPackages { lock, packages })
 }
 

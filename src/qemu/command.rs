@@ -68,6 +68,10 @@ pub struct Machine {
     pub updates: Vec<PathBuf>,
     /// How to ask for a watchdog reset.
     pub watchdog: WatchdogSyntax,
+    /// A writable fault disk (selects a fault point in the agent).
+    pub fault_disk: Option<PathBuf>,
+    /// A blkdebug rules file placed between the system disk and its image.
+    pub blkdebug: Option<PathBuf>,
 }
 
 impl Machine {
@@ -103,10 +107,15 @@ impl Machine {
         );
         let vars = drive_option("if=pflash,format=raw,unit=1", &self.firmware_vars);
         let snapshot = if self.snapshot { ",snapshot=on" } else { "" };
-        let system = drive_option(
-            &format!("if=none,id=system,format=raw,cache=writethrough{snapshot}"),
-            &self.disk,
-        );
+        let system_opts = format!("if=none,id=system,format=raw,cache=writethrough{snapshot}");
+        let system = match &self.blkdebug {
+            // The raw format on top of blkdebug on top of the image file.
+            Some(rules) => drive_keys(
+                &format!("{system_opts},file.driver=blkdebug,file.image.driver=file"),
+                &[("file.config", rules), ("file.image.filename", &self.disk)],
+            ),
+            None => drive_option(&system_opts, &self.disk),
+        };
         push(&[
             "-drive".as_ref(),
             &code,
@@ -125,6 +134,15 @@ impl Machine {
             let device: OsString = format!("virtio-blk-pci,drive=update{i}").into();
             push(&["-drive".as_ref(), &drive, "-device".as_ref(), &device]);
         }
+        if let Some(fault) = &self.fault_disk {
+            let drive = drive_option("if=none,id=fault,format=raw", fault);
+            push(&[
+                "-drive".as_ref(),
+                &drive,
+                "-device".as_ref(),
+                "virtio-blk-pci,drive=fault".as_ref(),
+            ]);
+        }
         push(&["-device".as_ref(), "i6300esb".as_ref()]);
         match self.watchdog {
             WatchdogSyntax::Action => push(&["-action".as_ref(), "watchdog=reset".as_ref()]),
@@ -137,14 +155,25 @@ impl Machine {
 /// `-drive` option text: `options` then `file=PATH`, with commas in the path
 /// doubled (QEMU's escape; a single comma would start a new option).
 fn drive_option(options: &str, file: &std::path::Path) -> OsString {
+    drive_keys(options, &[("file", file)])
+}
+
+/// `options` then `,KEY=PATH` for each pair, commas in paths doubled.
+fn drive_keys(options: &str, paths: &[(&str, &std::path::Path)]) -> OsString {
     use std::os::unix::ffi::{OsStrExt, OsStringExt};
     let mut bytes = options.as_bytes().to_vec();
-    bytes.extend_from_slice(b",file=");
-    for &b in file.as_os_str().as_bytes() {
-        if b == b',' {
+    for (key, file) in paths {
+        if !bytes.is_empty() {
             bytes.push(b',');
         }
-        bytes.push(b);
+        bytes.extend_from_slice(key.as_bytes());
+        bytes.push(b'=');
+        for &b in file.as_os_str().as_bytes() {
+            if b == b',' {
+                bytes.push(b',');
+            }
+            bytes.push(b);
+        }
     }
     OsString::from_vec(bytes)
 }
@@ -163,6 +192,8 @@ mod tests {
             snapshot: false,
             updates: Vec::new(),
             watchdog: WatchdogSyntax::Action,
+            fault_disk: None,
+            blkdebug: None,
         }
     }
 
@@ -254,6 +285,8 @@ mod tests {
     fn legacy_watchdog_syntax() {
         let m = Machine {
             watchdog: WatchdogSyntax::Legacy,
+            fault_disk: None,
+            blkdebug: None,
             ..machine()
         };
         let args = strings(&m);

@@ -61,6 +61,44 @@ pub struct QemuOptions {
     pub qemu: Option<PathBuf>,
     /// Accelerator; `None` means [`Accel::detect`].
     pub accel: Option<Accel>,
+    /// Select a fault point in the guest's agent (test builds only): a
+    /// fault disk is attached (see [`crate::agent::fault`]).
+    pub fault: Option<crate::agent::fault::FaultSpec>,
+    /// Fail writes to the system disk with EIO (QEMU's blkdebug driver).
+    pub io_error: Option<IoError>,
+}
+
+/// Writes the system disk refuses with EIO: every write touching one
+/// sector, chosen inside a GPT partition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IoError {
+    /// GPT partition name (`root-b`).
+    pub partition: String,
+    /// Where in the partition, as a fraction of its size (0.0 - 1.0).
+    pub at: f64,
+}
+
+impl std::str::FromStr for IoError {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (partition, at) = match s.split_once('@') {
+            Some((p, f)) => (
+                p,
+                f.parse::<f64>()
+                    .ok()
+                    .filter(|f| (0.0..=1.0).contains(f))
+                    .ok_or_else(|| format!("{f:?} is not a fraction between 0 and 1"))?,
+            ),
+            None => (s, 0.5),
+        };
+        if partition.is_empty() {
+            return Err("expected PARTITION[@FRACTION], e.g. root-b@0.5".into());
+        }
+        Ok(IoError {
+            partition: partition.to_string(),
+            at,
+        })
+    }
 }
 
 impl QemuOptions {
@@ -83,6 +121,8 @@ impl QemuOptions {
             memory_mib: Self::DEFAULT_MEMORY_MIB,
             qemu: None,
             accel: None,
+            fault: None,
+            io_error: None,
         }
     }
 }

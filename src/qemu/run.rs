@@ -162,6 +162,19 @@ fn prepare_machine(opts: &QemuOptions, qemu: &Path, work: &Path) -> Result<Machi
     let vars = work.join(firmware::VARS_FILE);
     std::fs::copy(&firmware.vars_template, &vars)
         .map_err(|e| QemuError::io(format!("copying {}", firmware.vars_template.display()), e))?;
+    let fault_disk = match &opts.fault {
+        Some(spec) => {
+            let path = work.join("fault.img");
+            std::fs::write(&path, spec.disk_image())
+                .map_err(|e| QemuError::io(format!("writing {}", path.display()), e))?;
+            Some(path)
+        }
+        None => None,
+    };
+    let blkdebug = match &opts.io_error {
+        Some(spec) => Some(write_blkdebug_rules(&opts.disk, spec, work)?),
+        None => None,
+    };
     Ok(Machine {
         accel,
         memory_mib: opts.memory_mib,
@@ -171,7 +184,50 @@ fn prepare_machine(opts: &QemuOptions, qemu: &Path, work: &Path) -> Result<Machi
         snapshot: opts.snapshot,
         updates: opts.updates.clone(),
         watchdog,
+        fault_disk,
+        blkdebug,
     })
+}
+
+/// blkdebug rules that fail every write (and write-zeroes) touching the
+/// sector at `spec.at` of partition `spec.partition` with EIO.
+fn write_blkdebug_rules(
+    disk: &Path,
+    spec: &super::IoError,
+    work: &Path,
+) -> Result<PathBuf, QemuError> {
+    let mut f =
+        File::open(disk).map_err(|e| QemuError::io(format!("opening {}", disk.display()), e))?;
+    let parts = crate::filesystems::gpt::read_partitions(&mut f).map_err(|e| {
+        QemuError::io(
+            format!("reading the partition table of {}", disk.display()),
+            std::io::Error::other(e.to_string()),
+        )
+    })?;
+    let p = parts
+        .iter()
+        .find(|p| p.name == spec.partition)
+        .ok_or_else(|| {
+            QemuError::io(
+                format!("--io-error: {}", disk.display()),
+                std::io::Error::other(format!("no partition named {:?}", spec.partition)),
+            )
+        })?;
+    let len = p.last_lba + 1 - p.first_lba;
+    let sector = p.first_lba + ((len as f64 * spec.at) as u64).min(len - 1);
+    let rules: String = ["write", "write-zeroes"]
+        .iter()
+        .map(|iotype| {
+            format!(
+                "[inject-error]\nevent = \"write_aio\"\niotype = \"{iotype}\"\nerrno = \"5\"\n\
+                 sector = \"{sector}\"\nonce = \"off\"\nimmediately = \"on\"\n\n"
+            )
+        })
+        .collect();
+    let path = work.join("blkdebug.conf");
+    std::fs::write(&path, rules)
+        .map_err(|e| QemuError::io(format!("writing {}", path.display()), e))?;
+    Ok(path)
 }
 
 /// Tells the observer what is about to run, and the kill point if planned.

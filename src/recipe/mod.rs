@@ -4,6 +4,7 @@
 //! keys are errors), then [`Recipe::load`] applies defaults and validates every
 //! value, reporting problems as `file:line: field: message`.
 
+mod locate;
 mod raw;
 
 use crate::units::Bytes;
@@ -116,6 +117,9 @@ pub struct Service {
     pub restart: Restart,
     /// Run to completion before the agent and other services start.
     pub wait: bool,
+    /// Services this one starts after (init starts services in this order;
+    /// `wait` services finish before any other starts).
+    pub after: Vec<String>,
 }
 
 /// `[health]`
@@ -123,8 +127,12 @@ pub struct Service {
 pub struct HealthSpec {
     /// Shell command; exit 0 means healthy.
     pub command: String,
-    /// How long the check may run.
+    /// How long one attempt may run.
     pub timeout: Duration,
+    /// Further attempts after a failure.
+    pub retries: u32,
+    /// Pause between attempts.
+    pub interval: Duration,
     /// Watchdog period armed by the initramfs; covers boot up to the verdict.
     pub watchdog: Duration,
 }
@@ -143,6 +151,9 @@ pub struct DiskSpec {
 /// `[update]`
 #[derive(Debug, Clone)]
 pub struct UpdateSpec {
+    /// Whether devices take updates; `false` (no public keys) builds an
+    /// image that can never be updated, on purpose.
+    pub enabled: bool,
     /// Public keys (SPKI PEM) whose signatures the device accepts.
     pub public_keys: Vec<PathBuf>,
     /// Signatures needed from distinct trusted keys.
@@ -251,7 +262,13 @@ impl Recipe {
     pub fn parse(path: &Path, text: &str) -> Result<Recipe, RecipeError> {
         let cx = Cx { path, text };
         let raw: RawRecipe = toml::from_str(text).map_err(|e| {
-            let message = e.message().trim().to_string();
+            let mut message = e.message().trim().to_string();
+            // Type errors point at the value: name its field.
+            if let Some(field) = e.span().and_then(|s| locate::field_at(text, s.start)) {
+                if !message.starts_with("unknown field") && !message.starts_with("missing field") {
+                    message = format!("{}: {message}", field);
+                }
+            }
             cx.err(e.span(), message)
         })?;
         cx.validate(raw)
@@ -268,9 +285,17 @@ impl Recipe {
     /// `file:line` of a field (dotted name such as `disk.slot` or
     /// `rootfs.packages.2`), or just the file when it was not written.
     pub fn location(&self, field: &str) -> String {
-        match self.lines.get(field) {
-            Some(line) => format!("{}:{line}", self.path.display()),
-            None => self.path.display().to_string(),
+        // The field itself, else the nearest enclosing one that was written
+        // (`rootfs.files.2.src` -> `rootfs.files.2`).
+        let mut key = field;
+        loop {
+            if let Some(line) = self.lines.get(key) {
+                return format!("{}:{line}", self.path.display());
+            }
+            match key.rsplit_once('.') {
+                Some((head, _)) => key = head,
+                None => return self.path.display().to_string(),
+            }
         }
     }
 
@@ -623,8 +648,45 @@ impl Cx<'_> {
                 exec: sr.exec.get_ref().clone(),
                 restart: if sr.wait { Restart::Never } else { restart },
                 wait: sr.wait,
+                after: sr.after.iter().map(|a| a.get_ref().clone()).collect(),
             });
         }
+        for (i, s) in raw.iter().enumerate() {
+            let sr = s.get_ref();
+            for (j, a) in sr.after.iter().enumerate() {
+                let field = format!("service[{i}].after[{j}]");
+                let Some(dep) = services.iter().find(|x| &x.name == a.get_ref()) else {
+                    return Err(self.field_err(
+                        a,
+                        &field,
+                        format!("no service named {:?}", a.get_ref()),
+                    ));
+                };
+                if dep.name == services[i].name {
+                    return Err(self.field_err(a, &field, "a service cannot start after itself"));
+                }
+                if services[i].wait && !dep.wait {
+                    return Err(self.field_err(
+                        a,
+                        &field,
+                        format!(
+                            "wait = true services finish before the others start, so it cannot start after {:?} (no wait)",
+                            dep.name
+                        ),
+                    ));
+                }
+            }
+        }
+        let services = order_services(services).map_err(|name| {
+            let span = raw
+                .iter()
+                .find(|s| s.get_ref().name.get_ref() == &name)
+                .map(|s| s.span());
+            self.err(
+                span,
+                format!("service: {name:?} is part of an `after` cycle"),
+            )
+        })?;
 
         Ok(services)
     }
@@ -642,7 +704,18 @@ impl Cx<'_> {
                 };
                 let watchdog = match &h.watchdog {
                     Some(t) => self.duration(t, "health.watchdog")?,
-                    None => timeout + Duration::from_secs(60),
+                    None => {
+                        let retries = h
+                            .retries
+                            .as_ref()
+                            .map_or(0, |r| (*r.get_ref()).clamp(0, 100) as u32);
+                        let interval = h
+                            .interval
+                            .as_ref()
+                            .and_then(|i| parse_duration(i.get_ref()))
+                            .unwrap_or(Duration::from_secs(1));
+                        timeout * (retries + 1) + interval * retries + Duration::from_secs(60)
+                    }
                 };
                 if watchdog <= timeout {
                     let span = h.watchdog.as_ref().map(|w| w.span());
@@ -650,15 +723,48 @@ impl Cx<'_> {
                         self.err(span, "health.watchdog: must be longer than health.timeout")
                     );
                 }
+                let retries = match &h.retries {
+                    Some(r) if !(0..=100).contains(r.get_ref()) => {
+                        return Err(self.field_err(r, "health.retries", "must be 0-100"));
+                    }
+                    Some(r) => *r.get_ref() as u32,
+                    None => 0,
+                };
+                let interval = match &h.interval {
+                    Some(t) => self.duration(t, "health.interval")?,
+                    None => Duration::from_secs(1),
+                };
+                // The watchdog covers the whole verdict: every attempt and pause.
+                let worst = timeout * (retries + 1) + interval * retries;
+                if watchdog <= worst {
+                    let span = h
+                        .watchdog
+                        .as_ref()
+                        .map(|w| w.span())
+                        .or(h.retries.as_ref().map(|r| r.span()));
+                    return Err(self.err(
+                        span,
+                        format!(
+                            "health.watchdog: must be longer than all attempts of the check ({} s = {} x timeout + {} x interval)",
+                            worst.as_secs_f64(),
+                            retries + 1,
+                            retries
+                        ),
+                    ));
+                }
                 HealthSpec {
                     command: h.command.get_ref().clone(),
                     timeout,
+                    retries,
+                    interval,
                     watchdog,
                 }
             }
             None => HealthSpec {
                 command: "true".into(),
                 timeout: Duration::from_secs(30),
+                retries: 0,
+                interval: Duration::from_secs(1),
                 watchdog: Duration::from_secs(90),
             },
         })
@@ -692,6 +798,7 @@ impl Cx<'_> {
     /// `[update]`
     fn update(&self, raw: &raw::RawUpdate, lines: &mut Lines) -> Result<UpdateSpec, RecipeError> {
         let mut update = UpdateSpec {
+            enabled: true,
             public_keys: Vec::new(),
             threshold: 1,
             security_version: 0,
@@ -700,6 +807,17 @@ impl Cx<'_> {
         for (i, k) in raw.public_keys.iter().enumerate() {
             lines.mark(self, &format!("update.public_keys.{i}"), k.span());
             update.public_keys.push(PathBuf::from(k.get_ref()));
+        }
+        if let Some(e) = &raw.enabled {
+            lines.mark(self, "update.enabled", e.span());
+            update.enabled = *e.get_ref();
+            if !update.enabled && !update.public_keys.is_empty() {
+                return Err(self.field_err(
+                    e,
+                    "update.enabled",
+                    "false, but public_keys are listed: remove them or the enabled = false",
+                ));
+            }
         }
         if let Some(t) = &raw.threshold {
             if *t.get_ref() == 0 || *t.get_ref() as usize > update.public_keys.len().max(1) {
@@ -930,6 +1048,24 @@ impl Cx<'_> {
     }
 }
 
+/// Orders services so each comes after those in its `after` list (a stable
+/// topological sort: otherwise recipe order). `Err(name)` names a service in
+/// a cycle.
+fn order_services(services: Vec<Service>) -> Result<Vec<Service>, String> {
+    let mut left = services;
+    let mut out: Vec<Service> = Vec::new();
+    while !left.is_empty() {
+        let ready = left
+            .iter()
+            .position(|s| s.after.iter().all(|a| out.iter().any(|o| &o.name == a)));
+        match ready {
+            Some(i) => out.push(left.remove(i)),
+            None => return Err(left[0].name.clone()),
+        }
+    }
+    Ok(out)
+}
+
 /// Recipe line of each field that was written, by dotted field name.
 #[derive(Default)]
 struct Lines(BTreeMap<String, usize>);
@@ -947,14 +1083,21 @@ struct ImageSpec {
     compatible: String,
 }
 
-/// `rootfs.packages.2` -> `rootfs.packages[2]`.
+/// `rootfs.packages.2` -> `rootfs.packages[2]`, `rootfs.files.0.src` ->
+/// `rootfs.files[0].src`.
 fn display_field(key: &str) -> String {
-    match key.rsplit_once('.') {
-        Some((head, idx)) if idx.chars().all(|c| c.is_ascii_digit()) && !idx.is_empty() => {
-            format!("{head}[{idx}]")
+    let mut out = String::new();
+    for part in key.split('.') {
+        if !part.is_empty() && part.chars().all(|c| c.is_ascii_digit()) {
+            out.push_str(&format!("[{part}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(part);
         }
-        _ => key.to_string(),
     }
+    out
 }
 
 fn is_package_name(s: &str) -> bool {
@@ -1029,6 +1172,40 @@ security_version = 2
     }
 
     #[test]
+    fn type_errors_name_the_field() {
+        for (from, to, want) in [
+            (
+                "slot = \"128M\"",
+                "slot = 128",
+                "t.toml:25: disk.slot: invalid type: integer",
+            ),
+            (
+                "security_version = 2",
+                "security_version = \"2\"",
+                "update.security_version:",
+            ),
+            (
+                "packages = [\"busybox-static\"]",
+                "packages = \"busybox-static\"",
+                "rootfs.packages:",
+            ),
+            (
+                "exec = \"echo hi\"",
+                "exec = [1]",
+                "t.toml:18: service[0].exec: invalid type",
+            ),
+            (
+                "[disk]",
+                "[disk]\nslots = 3",
+                "disk.slots: unknown field `slots`",
+            ),
+        ] {
+            let e = parse(&GOOD.replace(from, to)).unwrap_err().to_string();
+            assert!(e.contains(want), "{e:?} lacks {want:?}");
+        }
+    }
+
+    #[test]
     fn parses_a_full_recipe() {
         let r = parse(GOOD).unwrap();
         assert_eq!(r.name, "minimal");
@@ -1040,6 +1217,12 @@ security_version = 2
         assert_eq!(r.services[0].restart, Restart::Always);
         assert_eq!(r.location("disk.slot"), "recipes/t.toml:25");
         assert_eq!(r.location("rootfs.packages.0"), "recipes/t.toml:13");
+        assert_eq!(r.location("rootfs.files.0.src"), "recipes/t.toml:14");
+        assert_eq!(display_field("rootfs.files.0.src"), "rootfs.files[0].src");
+        assert_eq!(
+            display_field("update.public_keys.1"),
+            "update.public_keys[1]"
+        );
     }
 
     #[test]
@@ -1179,6 +1362,85 @@ security_version = 2
                 .to_string();
             assert!(e.starts_with(want), "{extra}: {e}");
         }
+    }
+
+    #[test]
+    fn type_errors_name_their_field() {
+        // Issue 11: "invalid type: string \"3\", expected i64" alone does
+        // not say which of the recipe's values is wrong.
+        for (from, to, want) in [
+            (
+                "security_version = 2",
+                "security_version = \"2\"",
+                "update.security_version: invalid type",
+            ),
+            (
+                "timeout = \"5s\"",
+                "timeout = 5",
+                "health.timeout: invalid type",
+            ),
+            (
+                "exec = \"echo hi\"",
+                "exec = [\"echo\"]",
+                "service[0].exec: invalid type",
+            ),
+            (
+                "mode = \"0644\"",
+                "mode = 644",
+                "rootfs.files[0].mode: invalid type",
+            ),
+        ] {
+            let e = parse(&GOOD.replace(from, to)).unwrap_err().to_string();
+            assert!(e.contains(want), "{to}: {e}");
+            assert!(e.starts_with("recipes/t.toml:"), "{e}");
+        }
+    }
+
+    #[test]
+    fn health_retries_and_service_order() {
+        let text = GOOD.replace(
+            "timeout = \"5s\"",
+            "timeout = \"5s\"\nretries = 4\ninterval = \"2s\"",
+        );
+        let r = parse(&text).unwrap();
+        assert_eq!(
+            (r.health.retries, r.health.interval),
+            (4, Duration::from_secs(2))
+        );
+        // The default watchdog covers every attempt.
+        assert!(r.health.watchdog > Duration::from_secs(5 * 5 + 4 * 2));
+        let e = parse(&text.replace("interval = \"2s\"", "interval = \"2s\"\nwatchdog = \"20s\""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("health.watchdog: must be longer than all attempts"),
+            "{e}"
+        );
+
+        let svc = |name: &str, after: &str| {
+            format!("[[service]]\nname = \"{name}\"\nexec = \"x\"\nafter = [{after}]\n")
+        };
+        let base = GOOD.replace("[[service]]\nname = \"hello\"\nexec = \"echo hi\"\n", "");
+        let text = format!(
+            "{base}{}{}{}",
+            svc("web", "\"db\", \"cache\""),
+            svc("db", ""),
+            svc("cache", "\"db\"")
+        );
+        let r = parse(&text).unwrap();
+        let names: Vec<&str> = r.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["db", "cache", "web"]);
+        let e = parse(&format!("{base}{}", svc("web", "\"nope\"")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("service[0].after[0]: no service named \"nope\""),
+            "{e}"
+        );
+        let e = parse(&format!("{base}{}{}", svc("a", "\"b\""), svc("b", "\"a\"")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cycle"), "{e}");
     }
 
     #[test]

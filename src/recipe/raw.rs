@@ -95,6 +95,8 @@ pub struct RawService {
     pub restart: Option<Spanned<String>>,
     #[serde(default)]
     pub wait: bool,
+    #[serde(default)]
+    pub after: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,6 +105,8 @@ pub struct RawHealth {
     pub command: Spanned<String>,
     pub timeout: Option<Spanned<String>>,
     pub watchdog: Option<Spanned<String>>,
+    pub retries: Option<Spanned<i64>>,
+    pub interval: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -116,6 +120,7 @@ pub struct RawDisk {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpdate {
+    pub enabled: Option<Spanned<bool>>,
     #[serde(default)]
     pub public_keys: Vec<Spanned<String>>,
     pub threshold: Option<Spanned<u32>>,

@@ -44,10 +44,22 @@ pub fn ok(c: &mut Command) -> String {
     out
 }
 
+/// Exit codes (docs/cli.md): anything else, invalid input, verification
+/// failed, I/O.
+pub const FAILURE: i32 = 1;
+pub const INVALID_INPUT: i32 = 3;
+pub const VERIFICATION: i32 = 4;
+pub const IO: i32 = 5;
+
 /// Runs and asserts a one-line error with exit code 1; returns the line.
 pub fn fails(c: &mut Command) -> String {
+    fails_with(FAILURE, c)
+}
+
+/// Runs and asserts a one-line error with exit code `want`; returns the line.
+pub fn fails_with(want: i32, c: &mut Command) -> String {
     let (code, _, err) = run(c);
-    assert_eq!(code, 1, "expected failure, got {code}: {err}");
+    assert_eq!(code, want, "expected exit {want}, got {code}: {err}");
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 1, "error is not one line: {err}");
     assert!(lines[0].starts_with("slate: error: "), "{err}");
@@ -257,7 +269,7 @@ pub fn verify_json(
 /// `kind` if given) and a one-line message containing `needle`.
 pub fn assert_refused(bundle: &Path, pubs: &[&Path], code: &str, kind: Option<&str>, needle: &str) {
     let (exit, v, err) = verify_json(bundle, pubs, 1);
-    assert_eq!(exit, 1, "accepted or crashed ({exit}): {err}");
+    assert_eq!(exit, VERIFICATION, "accepted or crashed ({exit}): {err}");
     assert_eq!(err.lines().count(), 1, "not one line: {err}");
     assert_eq!(v["valid"], false, "{v}");
     assert_eq!(v["error"]["code"], code, "{v} / {err}");

@@ -12,13 +12,35 @@ pub fn have(tool: &str) -> bool {
         .any(|d| d.join(tool).is_file())
 }
 
+/// Records that `test` is skipped and why: printed, and appended to
+/// `$SLATE_SKIP_LOG` (scripts/qemu-test.sh prints that file as a summary).
+/// With `SLATE_REQUIRE_ALL_TESTS=1` (set in CI, where every tool is
+/// installed) a skip is a failure instead.
+pub fn skipped(test: &str, why: &str) {
+    let line = format!("SKIP {test}: {why}");
+    eprintln!("{line}");
+    if let Some(log) = std::env::var_os("SLATE_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+        {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+    if std::env::var_os("SLATE_REQUIRE_ALL_TESTS").is_some_and(|v| v == "1") {
+        panic!("{line} (SLATE_REQUIRE_ALL_TESTS=1: this run must not skip tests)");
+    }
+}
+
 /// Prints why a test is skipped and returns true if any tool is missing.
 pub fn skip_without(test: &str, tools: &[&str]) -> bool {
     let missing: Vec<&str> = tools.iter().copied().filter(|t| !have(t)).collect();
     if missing.is_empty() {
         return false;
     }
-    eprintln!("SKIP {test}: missing {}", missing.join(", "));
+    skipped(test, &format!("missing {}", missing.join(", ")));
     true
 }
 

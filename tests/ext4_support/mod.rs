@@ -38,9 +38,9 @@ pub fn cannot_mount() -> Option<&'static str> {
     }
 }
 
-/// Prints that a check was skipped and why.
+/// Prints that a check was skipped and why (and records it).
 pub fn skip(what: &str, why: &str) {
-    eprintln!("SKIP {what}: {why}");
+    shared::skipped(what, why);
 }
 
 /// Runs a command and returns its output, panicking if it cannot start.

@@ -26,7 +26,8 @@ pub fn slate() -> Command {
 
 #[path = "../common/mod.rs"]
 pub mod shared;
-pub use shared::run_ok;
+#[allow(unused_imports)]
+pub use shared::{is_root, run_ok, skip_without, skipped};
 
 /// Whether QEMU and OVMF are installed (prints why not).
 pub fn have_qemu(test: &str) -> bool {
@@ -36,7 +37,7 @@ pub fn have_qemu(test: &str) -> bool {
             .output()
             .is_ok_and(|o| o.status.success());
     if !ok {
-        eprintln!("SKIP {test}: qemu-system-x86_64 or OVMF is not installed");
+        shared::skipped(test, "qemu-system-x86_64 or OVMF is not installed");
     }
     ok
 }
@@ -46,7 +47,7 @@ pub fn have_apt(test: &str) -> bool {
     let ok = Path::new("/usr/bin/apt-get").exists()
         && Path::new("/usr/share/keyrings/debian-archive-keyring.gpg").exists();
     if !ok {
-        eprintln!("SKIP {test}: apt-get or the Debian archive keyring is missing");
+        shared::skipped(test, "apt-get or the Debian archive keyring is missing");
     }
     ok
 }
@@ -78,6 +79,8 @@ pub struct Recipe {
     pub keys: Vec<PathBuf>,
     /// Slot size.
     pub slot: String,
+    /// Signatures a bundle needs.
+    pub threshold: u32,
 }
 
 impl Recipe {
@@ -96,6 +99,7 @@ impl Recipe {
             extra: COUNTER_SERVICE.into(),
             keys: vec![key.to_path_buf()],
             slot: "128M".into(),
+            threshold: 1,
         }
     }
 
@@ -134,6 +138,7 @@ data = "32M"
 public_keys = [{keys}]
 security_version = {sv}
 tries = {tries}
+threshold = {threshold}
 
 {extra}
 "#,
@@ -148,6 +153,7 @@ tries = {tries}
             keys = keys.join(", "),
             sv = self.security_version,
             tries = self.tries,
+            threshold = self.threshold,
             extra = self.extra,
         )
     }

@@ -1,0 +1,506 @@
+//! Shared by the QEMU scenario tests: image variants and bundles built once
+//! per test binary, booting with expectations, and reading the device state
+//! back from the disk with independent tools (debugfs, sha256 of ranges).
+#![allow(dead_code)]
+
+use super::images;
+use images::{
+    Recipe, bundle, copy_disk, extract_partition, keygen, partition_range, run_ok, sha256_range,
+};
+use slate::qemu::{QemuOptions, QemuOutcome, run};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+/// Images and bundles shared by the scenarios, built on first use.
+pub struct Fixtures {
+    pub dir: tempfile::TempDir,
+    pub key: PathBuf,
+    pub public: PathBuf,
+    pub other_key: PathBuf,
+    pub other_public: PathBuf,
+    pub built: Mutex<HashMap<String, PathBuf>>,
+}
+
+pub fn fixtures() -> &'static Fixtures {
+    static F: OnceLock<Fixtures> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("slate-scenarios.")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .unwrap();
+        let (key, public) = keygen(dir.path(), "dev");
+        let (other_key, other_public) = keygen(dir.path(), "other");
+        Fixtures {
+            dir,
+            key,
+            public,
+            other_key,
+            other_public,
+            built: Mutex::new(HashMap::new()),
+        }
+    })
+}
+
+impl Fixtures {
+    /// The build directory of a named image variant.
+    pub fn image(&self, name: &str) -> PathBuf {
+        let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = built.get(name) {
+            return p.clone();
+        }
+        if name == "counter-example" {
+            // recipes/counter.toml itself, trusting this run's key.
+            let text = std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/recipes/counter.toml"
+            ))
+            .unwrap();
+            let keys = format!("public_keys = [{:?}]", self.public.display().to_string());
+            let text = text.replace(r#"public_keys = ["../keys/dev.pub"]"#, &keys);
+            assert!(
+                text.contains(&keys),
+                "recipes/counter.toml: no public_keys line"
+            );
+            let out = images::build_toml(self.dir.path(), name, &text);
+            built.insert(name.to_string(), out.clone());
+            return out;
+        }
+        let base = |v: &str| Recipe::counter(v, &self.public);
+        let recipe = match name {
+            "v1" => base("1.0.0"),
+            "v1-unhealthy" => Recipe {
+                health: "echo checking; exit 1".into(),
+                ..base("1.0.0")
+            },
+            "v2" => Recipe {
+                security_version: 2,
+                ..base("2.0.0")
+            },
+            "v3" => Recipe {
+                security_version: 3,
+                ..base("3.0.0")
+            },
+            "v2-unhealthy" => Recipe {
+                health: "exit 1".into(),
+                ..base("2.0.0")
+            },
+            // No init in the initramfs and no root= for the kernel: it panics.
+            "v2-panic" => Recipe {
+                cmdline: "console=ttyS0 quiet panic=2 rdinit=/nonexistent".into(),
+                ..base("2.0.0")
+            },
+            // A service that never finishes before the agent could run.
+            "v2-hang" => Recipe {
+                watchdog: "25s".into(),
+                extra: format!(
+                    "{}\n[[service]]\nname = \"hang\"\nexec = \"sleep 100000\"\nwait = true\n",
+                    images::COUNTER_SERVICE
+                ),
+                ..base("2.0.0")
+            },
+            // Retries an install by hand once the boot agent is gone (crashed).
+            "v1-retry" => Recipe {
+                extra: format!("{}{}", images::COUNTER_SERVICE, RETRY_SERVICE),
+                ..base("1.0.0")
+            },
+            // Installs by hand before the boot agent runs: once while the
+            // lock is held, once for real, once more while it waits.
+            "v1-manual" => Recipe {
+                extra: format!("{}{}", images::COUNTER_SERVICE, MANUAL_SERVICE),
+                ..base("1.0.0")
+            },
+            // Fills /data from the second boot on, before the agent runs.
+            "v1-datafull" => Recipe {
+                extra: format!("{}{}", images::COUNTER_SERVICE, FILL_SERVICE),
+                ..base("1.0.0")
+            },
+            // Soak and power-cut cycles: installs whatever the offer disk holds.
+            "cyc-2" | "cyc-3" | "cyc-2-bad" | "cyc-3-bad" => {
+                let bad = name.ends_with("-bad");
+                Recipe {
+                    security_version: if bad { 3 } else { 2 },
+                    health: if bad {
+                        "exit 1".into()
+                    } else {
+                        base("x").health
+                    },
+                    extra: format!("{}{}", images::COUNTER_SERVICE, OFFER_SERVICE),
+                    ..base(if name.starts_with("cyc-2") {
+                        "2.0.0"
+                    } else {
+                        "3.0.0"
+                    })
+                }
+            }
+            // Trusts two keys and needs both signatures.
+            "v1-t2" => Recipe {
+                keys: vec![self.public.clone(), self.other_public.clone()],
+                threshold: 2,
+                ..base("1.0.0")
+            },
+            // v3 that, once committed, replays an older valid bundle by hand.
+            "v3-replay" => Recipe {
+                security_version: 3,
+                extra: format!("{}{}", images::COUNTER_SERVICE, REPLAY_SERVICE),
+                ..base("3.0.0")
+            },
+            // A newer version whose security level is below v3's floor.
+            "v4-lowsv" => Recipe {
+                security_version: 2,
+                ..base("4.0.0")
+            },
+            "v2-compat" => Recipe {
+                compatible: "some-other-board".into(),
+                ..base("2.0.0")
+            },
+            "v2-lowsv" => Recipe {
+                security_version: 0,
+                ..base("2.0.0")
+            },
+            other => panic!("unknown fixture {other}"),
+        };
+        let out = images::build(self.dir.path(), name, &recipe);
+        built.insert(name.to_string(), out.clone());
+        out
+    }
+
+    /// A bundle of a variant signed with the trusted key.
+    pub fn bundle(&self, name: &str) -> PathBuf {
+        let key = format!("bundle:{name}");
+        if let Some(p) = self
+            .built
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return p.clone();
+        }
+        let image = self.image(match name {
+            "v2-wrongkey" | "v2-tampered" | "v2-twosig" => "v2",
+            n => n,
+        });
+        let out = self.dir.path().join(format!("{name}.bundle"));
+        match name {
+            "v2-wrongkey" => {
+                bundle(&image, &self.other_key, &out);
+            }
+            "v2-twosig" => {
+                run_ok(
+                    images::slate()
+                        .arg("bundle")
+                        .arg(&image)
+                        .arg("--key")
+                        .arg(&self.key)
+                        .arg("--key")
+                        .arg(&self.other_key)
+                        .arg("-o")
+                        .arg(&out),
+                );
+            }
+            "v2-tampered" => {
+                let good = self.bundle("v2");
+                std::fs::copy(&good, &out).unwrap();
+                // Flip one bit well inside the payload (the rootfs chunks).
+                let len = std::fs::metadata(&out).unwrap().len();
+                flip_bit(&out, len / 2);
+            }
+            _ => {
+                bundle(&image, &self.key, &out);
+            }
+        }
+        self.built
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, out.clone());
+        out
+    }
+
+    /// Writes an offer disk at `out` holding the bundle of `name`, offered
+    /// under `nonce` (see `OFFER_SERVICE`); rewrites only the first sector
+    /// when `out` already holds that bundle.
+    pub fn offer(&self, name: &str, nonce: &str, out: &Path) {
+        use std::io::{Seek, SeekFrom, Write};
+        let bundle = self.bundle(name);
+        let bytes = std::fs::read(&bundle).unwrap();
+        let mut head = format!("SLATE-OFFER {} {nonce}\n", bytes.len()).into_bytes();
+        head.resize(4096, 0);
+        let same = std::fs::read(out).ok().is_some_and(|d| {
+            d.len() >= 4096 + bytes.len() && d[4096..4096 + bytes.len()] == bytes[..]
+        });
+        if !same {
+            let mut disk = head.clone();
+            disk.extend_from_slice(&bytes);
+            disk.resize(disk.len().next_multiple_of(512), 0);
+            std::fs::write(out, disk).unwrap();
+        } else {
+            let mut f = std::fs::OpenOptions::new().write(true).open(out).unwrap();
+            f.seek(SeekFrom::Start(0)).unwrap();
+            f.write_all(&head).unwrap();
+        }
+    }
+
+    /// A private copy of a variant's disk.
+    pub fn disk(&self, name: &str, test: &str) -> PathBuf {
+        let src = self.image(name).join("disk.img");
+        copy_disk(&src, &self.dir.path().join(format!("{test}.disk.img")))
+    }
+
+    pub fn log(&self, test: &str) -> PathBuf {
+        self.dir.path().join(format!("{test}.console.log"))
+    }
+}
+
+/// Installs the bundle on an offer disk (`SLATE-OFFER <len> <nonce>` in the
+/// first line, the bundle at 4096) by hand once the boot has its verdict,
+/// once per nonce (remembered on /data); the agent's own media scan does not
+/// see it (no bundle magic at offset 0).
+const OFFER_SERVICE: &str = r##"
+[[rootfs.files]]
+dst = "/usr/bin/take-offer"
+mode = "0755"
+content = """#!/bin/sh
+for i in $(seq 120); do [ -e /run/slate/committed ] && break; sleep 1; done
+for i in $(seq 120); do pidof slate-agent >/dev/null || break; sleep 1; done
+[ -e /dev/vdb ] || exit 0
+read -r magic len nonce < /dev/vdb
+[ "$magic" = SLATE-OFFER ] || exit 0
+if [ "$(cat /data/offer.last 2>/dev/null)" = "$nonce" ]; then
+    echo "SLATE-EVENT {\\"event\\":\\"offer_seen\\",\\"nonce\\":\\"$nonce\\"}"
+    exit 0
+fi
+echo "$nonce" > /data/offer.tmp && sync && mv /data/offer.tmp /data/offer.last && sync
+dd if=/dev/vdb bs=4096 skip=1 2>/dev/null | head -c "$len" > /run/offer.slate
+slate-agent install /run/offer.slate
+echo "SLATE-EVENT {\\"event\\":\\"offer\\",\\"rc\\":$?}"
+"""
+
+[[service]]
+name = "take-offer"
+exec = "/usr/bin/take-offer"
+restart = "never"
+"##;
+
+const REPLAY_SERVICE: &str = r##"
+[[rootfs.files]]
+dst = "/usr/bin/replay"
+mode = "0755"
+content = """#!/bin/sh
+for i in $(seq 120); do [ -e /run/slate/committed ] && break; sleep 1; done
+for i in $(seq 120); do pidof slate-agent >/dev/null || break; sleep 1; done
+slate-agent install --no-reboot /dev/vdc
+echo "SLATE-EVENT {\\"event\\":\\"replay\\",\\"rc\\":$?}"
+"""
+
+[[service]]
+name = "replay"
+exec = "/usr/bin/replay"
+restart = "never"
+"##;
+
+const RETRY_SERVICE: &str = r##"
+[[rootfs.files]]
+dst = "/usr/bin/retry-install"
+mode = "0755"
+content = """#!/bin/sh
+for i in $(seq 120); do [ -e /run/slate/committed ] && break; sleep 1; done
+for i in $(seq 120); do pidof slate-agent >/dev/null || break; sleep 1; done
+slate-agent install /dev/vdb
+"""
+
+[[service]]
+name = "retry-install"
+exec = "/usr/bin/retry-install"
+restart = "never"
+"##;
+
+const MANUAL_SERVICE: &str = r##"
+[[rootfs.files]]
+dst = "/usr/bin/manual-install"
+mode = "0755"
+content = """#!/bin/sh
+mkdir -p /run/slate
+flock /run/slate/update.lock slate-agent install --no-reboot /dev/vdb
+echo "SLATE-EVENT {\\"event\\":\\"manual0\\",\\"rc\\":$?}"
+slate-agent install --no-reboot /dev/vdb
+echo "SLATE-EVENT {\\"event\\":\\"manual1\\",\\"rc\\":$?}"
+slate-agent install --no-reboot /dev/vdb
+echo "SLATE-EVENT {\\"event\\":\\"manual2\\",\\"rc\\":$?}"
+"""
+
+[[service]]
+name = "manual-install"
+exec = "/usr/bin/manual-install"
+wait = true
+
+[[rootfs.files]]
+dst = "/usr/bin/reboot-after-commit"
+mode = "0755"
+content = """#!/bin/sh
+for i in $(seq 120); do [ -e /run/slate/committed ] && break; sleep 1; done
+for i in $(seq 120); do pidof slate-agent >/dev/null || break; sleep 1; done
+reboot
+"""
+
+[[service]]
+name = "reboot-after-commit"
+exec = "/usr/bin/reboot-after-commit"
+restart = "never"
+"##;
+
+const FILL_SERVICE: &str = r##"
+[[rootfs.files]]
+dst = "/usr/bin/fill-data"
+mode = "0755"
+content = """#!/bin/sh
+[ "$(cat /data/boots)" -ge 2 ] || exit 0
+dd if=/dev/zero of=/data/fill bs=1M 2>/dev/null
+sync
+echo "SLATE-EVENT {\\"event\\":\\"filled\\"}"
+"""
+
+[[service]]
+name = "fill-data"
+exec = "/usr/bin/fill-data"
+wait = true
+"##;
+
+pub fn flip_bit(path: &Path, offset: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, offset).unwrap();
+    b[0] ^= 0x10;
+    f.write_all_at(&b, offset).unwrap();
+}
+
+/// Boots `disk`, waiting for `expect` in order.
+pub fn boot(
+    disk: &Path,
+    expect: &[&str],
+    updates: &[&Path],
+    timeout: u64,
+    log: &Path,
+) -> QemuOutcome {
+    let mut opts = QemuOptions::new(disk);
+    opts.expect = expect.iter().map(|e| e.parse().unwrap()).collect();
+    opts.updates = updates.iter().map(|p| p.to_path_buf()).collect();
+    opts.timeout = Duration::from_secs(timeout);
+    opts.console_log = Some(log.to_path_buf());
+    run(&opts).expect("QEMU could not run")
+}
+
+pub fn describe(o: &QemuOutcome) -> String {
+    let events: Vec<String> = o
+        .events
+        .iter()
+        .map(|e| {
+            format!(
+                "  [{:7.2}s boot {}] {}",
+                e.t,
+                e.boot,
+                serde_json::Value::Object(e.event.fields.clone())
+            )
+        })
+        .collect();
+    format!(
+        "exit: {:?}, expectations met {}/{}\nevents:\n{}\nlast console lines:\n  {}",
+        o.exit_reason,
+        o.expectations_met,
+        o.expectations.len(),
+        events.join("\n"),
+        o.last_lines.join("\n  ")
+    )
+}
+
+pub fn assert_met(o: &QemuOutcome, what: &str) {
+    assert!(
+        o.success && o.all_expectations_met(),
+        "{what}:\n{}",
+        describe(o)
+    );
+}
+
+pub fn events<'a>(
+    o: &'a QemuOutcome,
+    name: &str,
+) -> Vec<&'a serde_json::Map<String, serde_json::Value>> {
+    o.events
+        .iter()
+        .filter(|e| e.event.event == name)
+        .map(|e| &e.event.fields)
+        .collect()
+}
+
+/// The `boots` counts the counter service reported, in order.
+pub fn app_boots(o: &QemuOutcome) -> Vec<u64> {
+    events(o, "app")
+        .iter()
+        .filter_map(|f| f.get("boots").and_then(|b| b.as_u64()))
+        .collect()
+}
+
+pub fn skip(test: &str) -> bool {
+    !images::have_qemu(test) || !images::have_apt(test)
+}
+
+/// A copy of the data partition as the kernel would mount it after a power
+/// cut: e2fsck replays the journal (debugfs alone reads the stale home
+/// locations), then a second, read-only e2fsck must find the filesystem
+/// consistent.
+pub fn data_partition(disk: &Path, scratch: &Path) -> PathBuf {
+    let part = extract_partition(disk, 4, scratch);
+    let fix = Command::new("e2fsck")
+        .args(["-fy"])
+        .arg(&part)
+        .output()
+        .expect("running e2fsck");
+    assert!(
+        fix.status.code().is_some_and(|c| c <= 1),
+        "e2fsck -fy on /data: {}",
+        String::from_utf8_lossy(&fix.stdout)
+    );
+    let check = run_ok(Command::new("e2fsck").arg("-fn").arg(&part));
+    assert!(check.status.success());
+    part
+}
+
+/// Reads a file from an extracted data partition with debugfs (independent
+/// of slate); empty when it does not exist.
+pub fn debugfs_cat(part: &Path, path: &str) -> String {
+    let out = run_ok(
+        Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("cat {path}"))
+            .arg(part),
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Reads a file from the data partition (journal replayed first).
+pub fn data_file(disk: &Path, scratch: &Path, path: &str) -> String {
+    debugfs_cat(&data_partition(disk, scratch), path)
+}
+
+/// The newest agent state stored on the data partition.
+pub fn device_state(disk: &Path, scratch: &Path) -> serde_json::Value {
+    let part = data_partition(disk, scratch);
+    let a = debugfs_cat(&part, "/slate/state.0.json");
+    let b = debugfs_cat(&part, "/slate/state.1.json");
+    let parse = |s: &str| serde_json::from_str::<serde_json::Value>(s).ok();
+    let seq =
+        |v: &Option<serde_json::Value>| v.as_ref().and_then(|v| v["seq"].as_u64()).unwrap_or(0);
+    let (a, b) = (parse(&a), parse(&b));
+    if seq(&b) > seq(&a) { b } else { a }.expect("no agent state on the data partition")
+}
+
+pub fn slot_hash(disk: &Path, n: u32, len: u64) -> String {
+    let (off, _) = partition_range(disk, n);
+    sha256_range(disk, off, len)
+}
