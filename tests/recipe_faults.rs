@@ -200,7 +200,7 @@ fn missing_escaping_and_changing_sources() {
         "{e} (entry at {header})"
     );
     assert!(
-        e.contains("rootfs.files[2]: cannot read ")
+        e.contains("rootfs.files[2].src: cannot read ")
             && e.contains("files/absent.conf: No such file"),
         "{e}"
     );

@@ -32,7 +32,21 @@ pub fn field_at(text: &str, offset: usize) -> Option<String> {
             keys.push(key);
         }
     }
-    let (top, eq) = first_key?;
+    let Some((top, eq)) = first_key else {
+        // The offset is on a key itself (an unknown field): that key.
+        let rest = &line[col.min(line.len())..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            .unwrap_or(rest.len());
+        let key = &rest[..end];
+        if key.is_empty() || !rest[end..].trim_start().starts_with('=') {
+            return None;
+        }
+        return Some(match &header {
+            Some(h) => format!("{h}.{key}"),
+            None => key.to_string(),
+        });
+    };
     let mut name = match &header {
         Some(h) => format!("{h}.{top}"),
         None => top.to_string(),

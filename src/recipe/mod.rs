@@ -265,7 +265,8 @@ impl Recipe {
             let mut message = e.message().trim().to_string();
             // Type errors point at the value: name its field.
             if let Some(field) = e.span().and_then(|s| locate::field_at(text, s.start)) {
-                if !message.starts_with("unknown field") && !message.starts_with("missing field") {
+                // A missing field's span is its table: naming that would mislead.
+                if !message.starts_with("missing field") {
                     message = format!("{}: {message}", field);
                 }
             }
