@@ -14,13 +14,14 @@ const MARKER_TEXT: &str = "This directory was written by `slate build`; the next
 replaces it, as long as it holds only the files slate writes.\n";
 
 /// Every name a build directory may hold: what `slate build` writes.
-pub fn outputs() -> [&'static str; 8] {
+pub fn outputs() -> [&'static str; 9] {
     [
         files::DISK,
         files::ROOTFS,
         files::KERNEL,
         files::INITRD,
         files::BOOTSPEC,
+        files::SBOM,
         files::BMAP,
         crate::build_manifest::FILE_NAME,
         MARKER,
