@@ -323,7 +323,9 @@ fn kernel_sees_partitions_with_their_partuuids() {
     let scanned = wait_for_partitions(&dev, 1);
     run_ok(cmd("losetup").arg("-d").arg(&dev));
     if !scanned {
-        common::skipped(
+        // The kernel of this machine kind (a container's) does not scan
+        // loop devices for partitions; sgdisk -v checks the table instead.
+        common::unsupported_here(
             "kernel_sees_partitions_with_their_partuuids",
             "this kernel shows no partitions of an sgdisk-made GPT disk",
         );

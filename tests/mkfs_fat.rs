@@ -339,10 +339,17 @@ fn kernel_vfat_reads_the_image() {
         .output()
         .unwrap();
     if !m.status.success() {
-        common::skipped(
-            "kernel_vfat_reads_the_image",
-            &format!("mount failed: {}", String::from_utf8_lossy(&m.stderr)),
+        let why = format!(
+            "mount failed: {}",
+            String::from_utf8_lossy(&m.stderr).trim()
         );
+        // A kernel without vfat (a container's) cannot run this at all; the
+        // image is still checked by fsck.fat and mtools in the other tests.
+        if why.contains("unknown filesystem type") {
+            common::unsupported_here("kernel_vfat_reads_the_image", &why);
+        } else {
+            common::skipped("kernel_vfat_reads_the_image", &why);
+        }
         return;
     }
     let result = std::panic::catch_unwind(|| assert_same_tree(&src, &mnt, &files, None));

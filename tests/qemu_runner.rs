@@ -348,8 +348,11 @@ fn qemu_exiting_first_fails() {
             && stderr.contains("before `committed` was seen (1 of 2 expectations met)"),
         "{stderr}"
     );
-    // The floor /init read the version from the ext4 root it mounted.
-    let events = json_lines(&out.stdout);
+    // The floor /init read the version from the ext4 root it mounted; the
+    // last line is the error object (docs/json.md).
+    let lines = json_lines(&out.stdout);
+    let (last, events) = lines.split_last().expect("no JSON on stdout");
+    assert_eq!(last["error"]["exit_code"], 1, "{last}");
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["version"], "1.0.0");
     assert_eq!(events[0]["boot"], 1);

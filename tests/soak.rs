@@ -12,12 +12,11 @@
 mod images;
 mod scenarios;
 
-use images::{partition_range, run_ok, sha256_range};
+use images::{partition_range, sha256_range};
 use scenarios::*;
 use slate::qemu::{ExitReason, KillAfter, QemuOptions, QemuOutcome, run};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// What the device must hold, tracked by the test.
@@ -66,56 +65,6 @@ fn version_of(variant: &str) -> &'static str {
     } else {
         "3.0.0"
     }
-}
-
-/// Lists the ESP's boot entries with mtools.
-fn esp_entries(disk: &Path) -> Vec<String> {
-    let (off, _) = partition_range(disk, 1);
-    let out = run_ok(
-        Command::new("mdir")
-            .env("MTOOLS_SKIP_CHECK", "1")
-            .args(["-b", "-i"])
-            .arg(format!("{}@@{off}", disk.display()))
-            .arg("::/loader/entries"),
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.rsplit('/').next())
-        .filter(|n| n.ends_with(".conf"))
-        .map(String::from)
-        .collect()
-}
-
-/// `fsck.fat -n`: nothing but an unclean unmount's flags (see
-/// tests/fault_scenarios.rs for why those are not damage).
-fn assert_esp_clean(disk: &Path, scratch: &Path, ctx: &str) {
-    const EXPECTED: &[&str] = &[
-        "fsck.fat ",
-        "There are differences between boot sector and its backup.",
-        "This is mostly harmless. Differences: (offset:original/backup)",
-        "  65:01/00",
-        "  Not automatically fixing this.",
-        "Dirty bit is set. Fs was not properly unmounted and some data may be corrupt.",
-        " Automatically removing dirty bit.",
-        "Free cluster summary wrong (",
-        "  Auto-correcting.",
-        "Leaving filesystem unchanged.",
-    ];
-    let part = images::extract_partition(disk, 1, scratch);
-    let out = Command::new("fsck.fat")
-        .arg("-n")
-        .arg(&part)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let name = part.display().to_string();
-    let damage: Vec<&str> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with(&name))
-        .filter(|l| !EXPECTED.iter().any(|e| l.starts_with(e)))
-        .collect();
-    assert!(damage.is_empty(), "{ctx}: fsck.fat: {damage:?}\n{text}");
-    let _ = std::fs::remove_file(part);
 }
 
 /// Checks the whole device against the model.

@@ -504,3 +504,69 @@ pub fn slot_hash(disk: &Path, n: u32, len: u64) -> String {
     let (off, _) = partition_range(disk, n);
     sha256_range(disk, off, len)
 }
+
+/// Lists the ESP's boot entries with mtools (independent of slate).
+pub fn esp_entries(disk: &Path) -> Vec<String> {
+    let (off, _) = partition_range(disk, 1);
+    let out = run_ok(
+        Command::new("mdir")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .args(["-b", "-i"])
+            .arg(format!("{}@@{off}", disk.display()))
+            .arg("::/loader/entries"),
+    );
+    let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.rsplit('/').next())
+        .filter(|n| n.ends_with(".conf"))
+        .map(String::from)
+        .collect();
+    names.sort();
+    names
+}
+
+/// What `fsck.fat -n` says after any power cut while Linux had the ESP
+/// mounted read-write, and that is not damage: Linux sets the volume's
+/// dirty flag (boot sector offset 65, so the backup boot sector differs
+/// there) while mounted, and the FSInfo free-cluster count is a hint that
+/// is updated only at unmount.
+pub const FSCK_FAT_EXPECTED: &[&str] = &[
+    "fsck.fat ",
+    "There are differences between boot sector and its backup.",
+    "This is mostly harmless. Differences: (offset:original/backup)",
+    "  65:01/00",
+    "  Not automatically fixing this.",
+    "Dirty bit is set. Fs was not properly unmounted and some data may be corrupt.",
+    " Automatically removing dirty bit.",
+    "Free cluster summary wrong (",
+    "  Auto-correcting.",
+    "Leaving filesystem unchanged.",
+];
+
+/// `fsck.fat -n` on the ESP finds nothing but the flags of an unclean
+/// unmount: no lost clusters, no cross-links, no broken entries.
+pub fn assert_esp_clean(disk: &Path, scratch: &Path, ctx: &str) {
+    let part = images::extract_partition(disk, 1, scratch);
+    let out = Command::new("fsck.fat")
+        .arg("-n")
+        .arg(&part)
+        .output()
+        .expect("running fsck.fat");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let part_name = part.display().to_string();
+    let damage: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter(|l| !l.starts_with(&part_name))
+        .filter(|l| !FSCK_FAT_EXPECTED.iter().any(|e| l.starts_with(e)))
+        .collect();
+    assert!(
+        damage.is_empty() && out.status.code().is_some_and(|c| c <= 1),
+        "{ctx}: fsck.fat -n found damage {damage:?}:\n{text}"
+    );
+    let _ = std::fs::remove_file(part);
+}
