@@ -43,6 +43,8 @@ pub struct SbomInputs<'a> {
     pub packages: Vec<(&'a LockedPackage, String)>,
     /// Host files, one entry per image path.
     pub host_files: &'a [HostFile],
+    /// Tar streams of the base and layer inputs, bottom first.
+    pub layers: Vec<&'a crate::compose::layers::LayerBlob>,
 }
 
 /// SPDX ids allow letters, digits, `.` and `-`.
@@ -115,20 +117,33 @@ pub fn spdx_json(i: &SbomInputs<'_>) -> String {
     }
     for ((name, version, sha256), (roles, p, base)) in &debs {
         let id = spdx_id("Package-deb", &[name, &sha256[..16.min(sha256.len())]]);
-        let archive = match p.archive {
-            Archive::Main => "main archive",
-            Archive::Security => "security archive",
+        // A local .deb is the recipe author's: no download location, no
+        // known supplier (and no host path, which would differ per machine).
+        let (download, supplier, source) = match p.archive {
+            Archive::Main | Archive::Security => (
+                format!("{}/{}", base.trim_end_matches('/'), p.path),
+                "Organization: Debian",
+                format!(
+                    "Debian package from the {} archive",
+                    if p.archive == Archive::Main { "main" } else { "security" }
+                ),
+            ),
+            Archive::Local => (
+                "NOASSERTION".to_string(),
+                "NOASSERTION",
+                format!("local .deb {} named by the recipe", p.path),
+            ),
         };
         packages.push(json!({
             "SPDXID": id,
             "name": name,
             "versionInfo": version,
             "packageFileName": p.file,
-            "downloadLocation": format!("{}/{}", base.trim_end_matches('/'), p.path),
+            "downloadLocation": download,
             "filesAnalyzed": false,
             "checksums": [{"algorithm": "SHA256", "checksumValue": sha256}],
-            "supplier": "Organization: Debian",
-            "sourceInfo": format!("Debian package from the {archive}, used for: {}", roles.join(", ")),
+            "supplier": supplier,
+            "sourceInfo": format!("{source}, used for: {}", roles.join(", ")),
             "licenseConcluded": "NOASSERTION",
             "licenseDeclared": "NOASSERTION",
             "copyrightText": "NOASSERTION",
@@ -166,6 +181,27 @@ pub fn spdx_json(i: &SbomInputs<'_>) -> String {
             "checksums": [{"algorithm": "SHA256", "checksumValue": f.sha256}],
             "sourceInfo": format!("copied from the build host ({host_name})"),
             "primaryPackagePurpose": "FILE",
+            "licenseConcluded": "NOASSERTION",
+            "licenseDeclared": "NOASSERTION",
+            "copyrightText": "NOASSERTION",
+            "supplier": "NOASSERTION",
+        }));
+        relationships.push(json!({
+            "spdxElementId": image_id,
+            "relationshipType": "CONTAINS",
+            "relatedSpdxElement": id,
+        }));
+    }
+    for (n, l) in i.layers.iter().enumerate() {
+        let id = spdx_id("Layer", &[&n.to_string(), &l.sha256[..16.min(l.sha256.len())]]);
+        packages.push(json!({
+            "SPDXID": id,
+            "name": l.label,
+            "downloadLocation": "NOASSERTION",
+            "filesAnalyzed": false,
+            "checksums": [{"algorithm": "SHA256", "checksumValue": l.sha256}],
+            "sourceInfo": format!("tar layer unpacked into the root filesystem ({})", l.label),
+            "primaryPackagePurpose": "ARCHIVE",
             "licenseConcluded": "NOASSERTION",
             "licenseDeclared": "NOASSERTION",
             "copyrightText": "NOASSERTION",

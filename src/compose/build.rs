@@ -4,6 +4,7 @@
 
 use super::esp::{EspInputs, HostFile, esp_tree};
 use super::initramfs::{initramfs_tree, plan_modules};
+use super::layers::{UnpackedLayer, unpack_layer};
 use super::rootfs::{RootfsInputs, rootfs_tree, staged_file};
 use super::{ComposeError, disk};
 use crate::agent::cmdline;
@@ -237,6 +238,8 @@ struct Inputs {
 /// Stage 2 output: packages unpacked, kernel found, timestamps fixed.
 struct UnpackedInputs {
     rootfs_pkgs: Vec<Unpacked>,
+    base: Option<UnpackedLayer>,
+    layers: Vec<UnpackedLayer>,
     boot_pkgs: Vec<Unpacked>,
     kernel: KernelFiles,
     epoch: i64,
@@ -281,7 +284,7 @@ pub fn build(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<BuildOutput, 
         trees.watchdog_secs,
         work.path(),
     )?;
-    write_sbom(&inputs, unpacked.epoch, &trees.host_files, work.path())?;
+    write_sbom(&inputs, &unpacked, &trees.host_files, work.path())?;
     let manifest = write_manifest(&inputs, unpacked.epoch, work.path(), status)?;
     // Swap the finished directory into place, then record the lock: a
     // failed build leaves both untouched.
@@ -336,10 +339,25 @@ fn unpack(
     let kernel_pkgs = unpack_role(&inputs.packages, Role::Kernel, cache)?;
     let boot_pkgs = unpack_role(&inputs.packages, Role::Boot, cache)?;
     super::preflight::check_packages(recipe, &rootfs_pkgs)?;
+    let arch = packages::effective_apt(recipe).architecture;
+    let layer = |l| -> Result<UnpackedLayer, ComposeError> {
+        let u = unpack_layer(recipe, l, cache, &arch)?;
+        super::preflight::check_layer(recipe, &u)?;
+        Ok(u)
+    };
+    let base = recipe.rootfs.base.as_ref().map(layer).transpose()?;
+    let layers = recipe
+        .rootfs
+        .layers
+        .iter()
+        .map(layer)
+        .collect::<Result<Vec<_>, _>>()?;
     let epoch = build_epoch(&rootfs_pkgs)?;
     let kernel = find_kernel(recipe, &kernel_pkgs)?;
     Ok(UnpackedInputs {
         rootfs_pkgs,
+        base,
+        layers,
         boot_pkgs,
         kernel,
         epoch,
@@ -425,6 +443,8 @@ fn compose_trees(
         recipe,
         &RootfsInputs {
             packages: &unpacked.rootfs_pkgs,
+            base: unpacked.base.as_ref(),
+            layers: &unpacked.layers,
             agent,
             agent_config: &agent_config(recipe, watchdog_secs),
             mtime: epoch,
@@ -633,7 +653,7 @@ fn write_bootspec(
 /// Writes the SPDX SBOM of the image (stage 6, with the manifest).
 fn write_sbom(
     inputs: &Inputs,
-    epoch: i64,
+    unpacked: &UnpackedInputs,
     host_files: &[crate::sbom::HostFile],
     w: &Path,
 ) -> Result<(), ComposeError> {
@@ -642,8 +662,14 @@ fn write_sbom(
     let text = crate::sbom::spdx_json(&crate::sbom::SbomInputs {
         name: &recipe.name,
         version: recipe.version.as_str(),
-        epoch,
+        epoch: unpacked.epoch,
         architecture: &apt.architecture,
+        layers: unpacked
+            .base
+            .iter()
+            .chain(&unpacked.layers)
+            .flat_map(|l| &l.blobs)
+            .collect(),
         packages: inputs
             .packages
             .packages
@@ -652,6 +678,9 @@ fn write_sbom(
                 let base = match p.locked.archive {
                     packages::lock::Archive::Main => apt.mirror.clone(),
                     packages::lock::Archive::Security => apt.security_mirror.clone(),
+                    packages::lock::Archive::Local => {
+                        format!("file:{}", recipe.dir().display())
+                    }
                 };
                 (&p.locked, base)
             })

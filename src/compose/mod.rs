@@ -5,6 +5,8 @@ pub mod build;
 pub mod disk;
 pub mod esp;
 pub mod initramfs;
+pub mod layers;
+pub mod overlay;
 pub mod outdir;
 pub mod preflight;
 pub mod rootfs;

@@ -57,6 +57,16 @@ fn protected_by<'a>(path: &str, table: &'a [(&'a str, &'a str)]) -> Option<(&'a 
     })
 }
 
+/// What slate places at `path` (or above it), if anything, for an entry a
+/// layer or overlay brings in; a directory slate also creates is fine.
+pub fn protected(path: &str, is_dir: bool) -> Option<(&'static str, &'static str)> {
+    let (p, what) = protected_by(path, PROTECTED)?;
+    if is_dir && path.trim_end_matches('/') == p {
+        return None;
+    }
+    Some((p, what))
+}
+
 /// Offset of the "HdrS" signature in a Linux x86 boot image (bzImage).
 const BZIMAGE_MAGIC_OFFSET: usize = 0x202;
 
@@ -269,6 +279,34 @@ pub fn check_packages(recipe: &Recipe, packages: &[Unpacked]) -> Result<(), Comp
                     ),
                 )
                 .into());
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a layer input that ships a path slate places, naming the layer
+/// and the path (whiteouts are not entries and may name anything).
+pub fn check_layer(
+    recipe: &Recipe,
+    layer: &super::layers::UnpackedLayer,
+) -> Result<(), ComposeError> {
+    for (blob, u) in layer.blobs.iter().zip(&layer.unpacked) {
+        for e in &u.entries {
+            if e.path.rsplit('/').next().is_some_and(|n| n.starts_with(".wh.")) {
+                continue;
+            }
+            let is_dir = matches!(e.kind, crate::packages::deb::EntryKind::Dir);
+            if let Some((p, what)) = protected(&e.path, is_dir) {
+                return Err(recipe
+                    .error(
+                        &layer.layer.field.replace('[', ".").replace(']', ""),
+                        format!(
+                            "{} ships {}, which would replace {p} ({what}, placed by slate)",
+                            blob.label, e.path
+                        ),
+                    )
+                    .into());
+            }
         }
     }
     Ok(())

@@ -3,6 +3,7 @@
 
 use super::ComposeError;
 use super::binaries;
+use super::layers::UnpackedLayer;
 use crate::agent::config::AgentConfig;
 use crate::packages::deb::{self, Unpacked};
 use crate::recipe::{FileSource, Recipe, Restart};
@@ -111,6 +112,18 @@ pub fn init_command(exec: &str) -> String {
     }
 }
 
+/// The init command of a service: as root, or through busybox `su` as its
+/// declared user (root needs no password; the user's shell does not matter).
+fn service_command(s: &crate::recipe::Service) -> String {
+    match s.user.as_deref() {
+        None | Some("root") => init_command(&s.exec),
+        Some(user) => init_command(&format!(
+            "su -s /bin/sh {user} -c '{}'",
+            s.exec.replace('\'', r"'\''")
+        )),
+    }
+}
+
 /// busybox init's configuration for the recipe's services and the agent.
 pub fn inittab(recipe: &Recipe) -> String {
     // No sysinit: the initramfs has set up /dev, /run and the network's
@@ -121,7 +134,7 @@ pub fn inittab(recipe: &Recipe) -> String {
             "# service {} (runs to completion first)\n",
             s.name
         ));
-        t.push_str(&format!("::wait:{}\n", init_command(&s.exec)));
+        t.push_str(&format!("::wait:{}\n", service_command(s)));
     }
     t.push_str(&format!("::once:{AGENT_PATH} boot\n"));
     for s in recipe.services.iter().filter(|s| !s.wait) {
@@ -130,7 +143,7 @@ pub fn inittab(recipe: &Recipe) -> String {
             Restart::Never => "once",
         };
         t.push_str(&format!("# service {}\n", s.name));
-        t.push_str(&format!("::{action}:{}\n", init_command(&s.exec)));
+        t.push_str(&format!("::{action}:{}\n", service_command(s)));
     }
     t.push_str("::ctrlaltdel:/sbin/reboot\n::shutdown:/etc/slate/shutdown\n");
     t
@@ -141,6 +154,10 @@ pub fn inittab(recipe: &Recipe) -> String {
 pub struct RootfsInputs<'a> {
     /// Unpacked rootfs packages, in lock order.
     pub packages: &'a [Unpacked],
+    /// The base layer, unpacked below the packages.
+    pub base: Option<&'a UnpackedLayer>,
+    /// Layers unpacked over the packages, in order.
+    pub layers: &'a [UnpackedLayer],
     /// The agent executable to embed (normally this very program).
     pub agent: &'a Path,
     /// The agent's configuration.
@@ -153,8 +170,17 @@ pub struct RootfsInputs<'a> {
 pub fn rootfs_tree(recipe: &Recipe, inputs: &RootfsInputs<'_>) -> Result<Tree, ComposeError> {
     let mtime = inputs.mtime;
     let mut tree = Tree::new(dir_meta(0o755, mtime));
+    if let Some(layer) = inputs.base {
+        add_layer(&mut tree, layer)?;
+    }
     for p in inputs.packages {
         deb::add_to_tree(p, &mut tree)?;
+    }
+    for layer in inputs.layers {
+        add_layer(&mut tree, layer)?;
+    }
+    for o in &recipe.rootfs.overlays {
+        super::overlay::apply_overlay(recipe, o, &mut tree, mtime)?;
     }
     for (d, mode) in DIRS {
         let id = tree.mkdir_p(d.as_bytes(), &dir_meta(0o755, mtime))?;
@@ -328,6 +354,14 @@ pub fn rootfs_tree(recipe: &Recipe, inputs: &RootfsInputs<'_>) -> Result<Tree, C
             .map_err(|e| ComposeError::Recipe(recipe.error(&field, e.to_string())))?;
     }
     Ok(tree)
+}
+
+/// Adds every tar stream of a layer input, whiteouts first.
+fn add_layer(tree: &mut Tree, layer: &UnpackedLayer) -> Result<(), ComposeError> {
+    for u in &layer.unpacked {
+        deb::add_layer_to_tree(u, tree)?;
+    }
+    Ok(())
 }
 
 /// `/etc/passwd`, `/etc/group` and `/etc/shadow`: root, then the recipe's

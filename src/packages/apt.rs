@@ -238,6 +238,22 @@ impl Apt {
         let out = self.run("resolving packages", &args)?;
         let mut found = Vec::new();
         for u in out.lines().filter_map(parse_print_uri) {
+            if let Some(path) = u.uri.strip_prefix("file:") {
+                let c = crate::packages::deb::control(Path::new(path)).map_err(|e| {
+                    AptError::Failed {
+                        action: "reading a local package".into(),
+                        message: e.to_string(),
+                    }
+                })?;
+                found.push(ResolvedUri {
+                    package: PackageVersion {
+                        name: c.package,
+                        version: c.version,
+                    },
+                    uri: u,
+                });
+                continue;
+            }
             let pv = parse_deb_file_name(&u.file_name).ok_or_else(|| AptError::Failed {
                 action: "resolving packages".into(),
                 message: format!("unexpected file name {:?}", u.file_name),
@@ -355,7 +371,11 @@ pub fn parse_print_uri(line: &str) -> Option<PackageUri> {
     let mut parts = rest.split_whitespace();
     let file_name = parts.next()?.to_string();
     let size = parts.next()?.parse().ok()?;
-    let sha256 = parts.next()?.strip_prefix("SHA256:")?.to_ascii_lowercase();
+    // A local .deb (`file:` URI) comes without a digest; the caller hashes it.
+    let sha256 = match parts.next() {
+        None if uri.starts_with("file:") => String::new(),
+        hash => hash?.strip_prefix("SHA256:")?.to_ascii_lowercase(),
+    };
     Some(PackageUri {
         uri: uri.to_string(),
         file_name,
@@ -395,5 +415,8 @@ mod tests {
         assert_eq!(u.size, 64432);
         assert_eq!(u.sha256, "c25f");
         assert!(parse_print_uri("Reading package lists...").is_none());
+        let local = parse_print_uri("'file:/r/debs/app.deb' app.deb 720 ").unwrap();
+        assert_eq!((local.uri.as_str(), local.sha256.as_str()), ("file:/r/debs/app.deb", ""));
+        assert!(parse_print_uri("'http://x/a.deb' a.deb 720").is_none());
     }
 }

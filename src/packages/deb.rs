@@ -132,6 +132,40 @@ pub struct Unpacked {
 /// Unpacks `deb` (whose sha256 is `sha256`) under `cache/extract/`, reusing a
 /// previous extraction of the same file.
 pub fn unpack(deb: &Path, sha256: &str, name: &str, cache: &Path) -> Result<Unpacked, DebError> {
+    unpack_with(deb, sha256, name, cache, &extract_to)
+}
+
+/// Unpacks a tar archive (plain, gzip, xz or zstd, told apart by their
+/// magic bytes) whose sha256 is `sha256`, like [`unpack`] does a .deb: a
+/// container layer or a base tarball.
+pub fn unpack_tar(tar: &Path, sha256: &str, name: &str, cache: &Path) -> Result<Unpacked, DebError> {
+    // Keyed apart from .debs: the same bytes unpack differently as a tar.
+    let key = format!("tar-{sha256}");
+    unpack_with(tar, &key, name, cache, &|path, dir| {
+        let mut head = [0u8; 6];
+        let n = File::open(path)
+            .and_then(|mut f| f.read(&mut head))
+            .map_err(io("reading", path))?;
+        let ext = match &head[..n] {
+            [0x1f, 0x8b, ..] => ".gz",
+            [0xfd, b'7', b'z', b'X', b'Z', 0] => ".xz",
+            [0x28, 0xb5, 0x2f, 0xfd, ..] => ".zst",
+            _ => "",
+        };
+        let f = File::open(path).map_err(io("opening", path))?;
+        extract_tar(path, decompressor(path, ext, BufReader::new(f))?, dir)
+    })
+}
+
+type Extractor = dyn Fn(&Path, &Path) -> Result<Vec<DebEntry>, DebError>;
+
+fn unpack_with(
+    deb: &Path,
+    sha256: &str,
+    name: &str,
+    cache: &Path,
+    extract: &Extractor,
+) -> Result<Unpacked, DebError> {
     let dir = cache.join("extract").join(sha256);
     let index_path = dir.join("index.json");
     if let Ok(bytes) = std::fs::read(&index_path) {
@@ -153,7 +187,7 @@ pub fn unpack(deb: &Path, sha256: &str, name: &str, cache: &Path) -> Result<Unpa
         .prefix(".extract.")
         .tempdir_in(&parent)
         .map_err(io("creating a temp dir in", &parent))?;
-    let entries = extract_to(deb, tmp.path())?;
+    let entries = extract(deb, tmp.path())?;
     let index = Index {
         version: INDEX_VERSION,
         entries,
@@ -172,7 +206,7 @@ pub fn unpack(deb: &Path, sha256: &str, name: &str, cache: &Path) -> Result<Unpa
             return Err(io("storing", &dir)(e));
         }
     }
-    unpack(deb, sha256, name, cache)
+    unpack_with(deb, sha256, name, cache, extract)
 }
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DebError {
@@ -190,24 +224,93 @@ fn extract_to(deb: &Path, dir: &Path) -> Result<Vec<DebEntry>, DebError> {
     while let Some(member) = ar.next_entry() {
         let member = member.map_err(|e| corrupt(e.to_string()))?;
         let id = String::from_utf8_lossy(member.header().identifier()).into_owned();
-        let reader: Box<dyn Read> = match id.as_str() {
-            "data.tar.xz" => Box::new(xz2::read::XzDecoder::new(member)),
-            "data.tar.zst" => Box::new(
-                zstd::stream::read::Decoder::new(member).map_err(|e| corrupt(e.to_string()))?,
-            ),
-            "data.tar.gz" => Box::new(flate2::read::GzDecoder::new(member)),
-            "data.tar" => Box::new(member),
-            other if other.starts_with("data.tar") => {
-                return Err(DebError::Unsupported {
-                    path: deb.to_path_buf(),
-                    reason: format!("compression of {other}"),
-                });
-            }
-            _ => continue,
+        let Some(ext) = id.strip_prefix("data.tar") else {
+            continue;
         };
+        let reader = decompressor(deb, ext, member)?;
         return extract_tar(deb, reader, dir);
     }
     Err(corrupt("no data.tar member".into()))
+}
+
+/// The identity a .deb declares in its control file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Control {
+    /// `Package`.
+    pub package: String,
+    /// `Version`.
+    pub version: String,
+    /// `Architecture`.
+    pub architecture: String,
+}
+
+/// Reads `Package`, `Version` and `Architecture` from a .deb's control
+/// member (local .debs need not follow the `name_version_arch.deb` naming).
+pub fn control(deb: &Path) -> Result<Control, DebError> {
+    let corrupt = |reason: String| DebError::Corrupt {
+        path: deb.to_path_buf(),
+        reason,
+    };
+    let file = File::open(deb).map_err(io("opening", deb))?;
+    let mut ar = ar::Archive::new(BufReader::new(file));
+    while let Some(member) = ar.next_entry() {
+        let member = member.map_err(|e| corrupt(e.to_string()))?;
+        let id = String::from_utf8_lossy(member.header().identifier()).into_owned();
+        let Some(ext) = id.strip_prefix("control.tar") else {
+            continue;
+        };
+        let reader = decompressor(deb, ext, member)?;
+        let mut tar = tar::Archive::new(reader);
+        for entry in tar.entries().map_err(|e| corrupt(e.to_string()))? {
+            let mut entry = entry.map_err(|e| corrupt(e.to_string()))?;
+            if normalize(&entry.path_bytes()).as_deref() != Some("/control") {
+                continue;
+            }
+            let mut text = String::new();
+            entry
+                .read_to_string(&mut text)
+                .map_err(|e| corrupt(format!("control: {e}")))?;
+            let field = |name: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                    .map(|v| v.trim().to_string())
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| corrupt(format!("control has no {name} field")))
+            };
+            return Ok(Control {
+                package: field("Package")?,
+                version: field("Version")?,
+                architecture: field("Architecture")?,
+            });
+        }
+        return Err(corrupt(format!("{id} has no control file")));
+    }
+    Err(corrupt("no control.tar member".into()))
+}
+
+/// A reader that decompresses a `*.tar<ext>` member.
+fn decompressor<'a>(
+    deb: &Path,
+    ext: &str,
+    member: impl Read + 'a,
+) -> Result<Box<dyn Read + 'a>, DebError> {
+    Ok(match ext {
+        ".xz" => Box::new(xz2::read::XzDecoder::new(member)),
+        ".zst" => Box::new(zstd::stream::read::Decoder::new(member).map_err(|e| {
+            DebError::Corrupt {
+                path: deb.to_path_buf(),
+                reason: e.to_string(),
+            }
+        })?),
+        ".gz" => Box::new(flate2::read::GzDecoder::new(member)),
+        "" => Box::new(member),
+        other => {
+            return Err(DebError::Unsupported {
+                path: deb.to_path_buf(),
+                reason: format!("compression {other}"),
+            });
+        }
+    })
 }
 
 fn extract_tar(deb: &Path, reader: impl Read, dir: &Path) -> Result<Vec<DebEntry>, DebError> {
@@ -307,12 +410,58 @@ fn normalize(raw: &[u8]) -> Option<String> {
 /// Adds an unpacked package's members to `tree` (later packages win over
 /// earlier ones on conflicting paths, as with dpkg's last-unpacked file).
 pub fn add_to_tree(pkg: &Unpacked, tree: &mut Tree) -> Result<(), DebError> {
+    add_entries(pkg, pkg.entries.iter(), tree)
+}
+
+/// OCI whiteout prefix: `.wh.NAME` removes NAME of the layers below.
+const WHITEOUT: &str = ".wh.";
+/// OCI opaque whiteout: the directory's entries from the layers below go.
+const OPAQUE: &str = ".wh..wh..opq";
+
+/// Adds a container layer (or tarball) to `tree`: its whiteouts first
+/// remove what they name from the layers below, then its members are added.
+/// Returns the paths the whiteouts removed.
+pub fn add_layer_to_tree(layer: &Unpacked, tree: &mut Tree) -> Result<Vec<String>, DebError> {
+    let mut removed = Vec::new();
+    for e in &layer.entries {
+        let (dir, name) = e.path.rsplit_once('/').unwrap_or(("", &e.path));
+        let dir = if dir.is_empty() { "/" } else { dir };
+        let Some(parent) = tree.lookup(dir.as_bytes()) else {
+            continue;
+        };
+        if name == OPAQUE {
+            let names: Vec<Vec<u8>> = tree.children(parent).map(|(n, _)| n.to_vec()).collect();
+            for n in names {
+                tree.unlink(parent, &n);
+            }
+            removed.push(format!("{dir}/*"));
+        } else if let Some(target) = name.strip_prefix(WHITEOUT) {
+            if tree.unlink(parent, target.as_bytes()).is_some() {
+                removed.push(format!("{}/{target}", dir.trim_end_matches('/')));
+            }
+        }
+    }
+    let is_whiteout = |e: &&DebEntry| {
+        e.path
+            .rsplit('/')
+            .next()
+            .is_some_and(|n| n.starts_with(WHITEOUT))
+    };
+    add_entries(layer, layer.entries.iter().filter(|e| !is_whiteout(e)), tree)?;
+    Ok(removed)
+}
+
+fn add_entries<'a>(
+    pkg: &Unpacked,
+    entries: impl Iterator<Item = &'a DebEntry>,
+    tree: &mut Tree,
+) -> Result<(), DebError> {
     let tree_err = |source| DebError::Tree {
         package: pkg.name.clone(),
         source,
     };
     let parent_meta = Metadata::root(0o755);
-    for e in &pkg.entries {
+    for e in entries {
         if e.path == "/" {
             continue;
         }

@@ -29,6 +29,8 @@ pub struct Sources {
     pub security_mirror: String,
     /// Snapshot service base and timestamp, when the lock records one.
     pub snapshot: Option<(String, String)>,
+    /// The recipe's directory, which local .debs are relative to.
+    pub local_root: PathBuf,
 }
 
 /// A package that no source could provide: every source and why it failed.
@@ -46,13 +48,15 @@ impl Sources {
         self.cache.join(format!("{sha256}.deb"))
     }
 
-    /// The URLs of a package, archive first, then snapshot.
+    /// The URLs of a package, archive first, then snapshot (none for a
+    /// local .deb).
     pub fn urls(&self, p: &LockedPackage) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        let base = match p.archive {
-            Archive::Main => &self.mirror,
-            Archive::Security => &self.security_mirror,
+        let (base, snapshot_name) = match p.archive {
+            Archive::Main => (&self.mirror, "debian"),
+            Archive::Security => (&self.security_mirror, "debian-security"),
+            Archive::Local => return Vec::new(),
         };
+        let mut out = Vec::new();
         if !base.is_empty() {
             out.push((
                 format!("archive {base}"),
@@ -60,11 +64,7 @@ impl Sources {
             ));
         }
         if let Some((snap, ts)) = &self.snapshot {
-            let name = match p.archive {
-                Archive::Main => "debian",
-                Archive::Security => "debian-security",
-            };
-            let root = format!("{}/{name}/{ts}", snap.trim_end_matches('/'));
+            let root = format!("{}/{snapshot_name}/{ts}", snap.trim_end_matches('/'));
             out.push((format!("snapshot {root}"), format!("{root}/{}", p.path)));
         }
         out
@@ -139,6 +139,19 @@ impl Sources {
     fn obtain(&self, p: &LockedPackage, progress: &Progress) -> Result<(), Box<Missing>> {
         let mut tried = vec![("cache".to_string(), "not present".to_string())];
         let dest = self.cached(&p.sha256);
+        if p.archive == Archive::Local {
+            let src = self.local_root.join(&p.path);
+            let result = std::fs::File::open(&src)
+                .map_err(|e| e.to_string())
+                .and_then(|f| self.store(p, f, &dest, None));
+            match result {
+                Ok(()) => {
+                    progress.inc(p.size);
+                    return Ok(());
+                }
+                Err(why) => tried.push((format!("local {}", src.display()), why)),
+            }
+        }
         match &self.vendor {
             Some(dir) => {
                 let src = dir.join(&p.file);
@@ -264,6 +277,7 @@ mod tests {
                 "http://127.0.0.1:9/archive".into(),
                 "20261125T000000Z".into(),
             )),
+            local_root: d.join("recipe"),
         }
     }
 
@@ -313,5 +327,27 @@ mod tests {
         std::fs::write(s.cached(&p.sha256), b"abd").unwrap();
         assert!(s.obtain_all(std::slice::from_ref(&p), &|_| {}).is_err());
         assert!(!s.cached(&p.sha256).exists());
+    }
+
+    #[test]
+    fn local_debs_come_from_the_recipe_dir_and_must_match_the_lock() {
+        let d = tempfile::tempdir().unwrap();
+        let s = sources(d.path(), None);
+        let mut p = pkg(b"local bytes");
+        p.archive = Archive::Local;
+        p.path = "debs/p_1_amd64.deb".into();
+        assert!(s.urls(&p).is_empty());
+        std::fs::create_dir_all(s.local_root.join("debs")).unwrap();
+        std::fs::write(s.local_root.join(&p.path), b"local bytes").unwrap();
+        let paths = s.obtain_all(std::slice::from_ref(&p), &|_| {}).unwrap();
+        assert_eq!(std::fs::read(&paths[0]).unwrap(), b"local bytes");
+
+        // Rebuilt with other content after the lock was written: refused,
+        // naming the file.
+        std::fs::remove_file(&paths[0]).unwrap();
+        std::fs::write(s.local_root.join(&p.path), b"local bytez").unwrap();
+        let m = s.obtain_all(std::slice::from_ref(&p), &|_| {}).unwrap_err();
+        assert!(m[0].tried[1].0.starts_with("local "), "{m:?}");
+        assert!(m[0].tried[1].1.contains("does not match the lock"), "{m:?}");
     }
 }

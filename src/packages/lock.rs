@@ -16,6 +16,9 @@ pub enum Archive {
     Main,
     /// The security mirror (`[apt] security_mirror`).
     Security,
+    /// A local .deb named in the recipe (`[rootfs] debs`); `path` is
+    /// relative to the recipe's directory.
+    Local,
 }
 
 /// What a package is used for in the image.
@@ -42,6 +45,9 @@ pub struct LockInputs {
     pub kernel: String,
     /// Requested boot-chain packages.
     pub boot: Vec<String>,
+    /// Local .deb files (`path sha256`), so changing one resolves again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub local: Vec<String>,
 }
 
 /// One pinned package.
@@ -195,6 +201,7 @@ mod tests {
                 apt: "http://deb.debian.org/debian bookworm main".into(),
                 rootfs: vec!["busybox-static".into()],
                 kernel: "linux-image-cloud-amd64".into(),
+                local: vec!["debs/app.deb 00ff".into()],
                 boot: vec!["systemd-boot-efi".into()],
             },
             snapshot: Some("20261125T000000Z".into()),

@@ -90,7 +90,7 @@ impl ResolvedPackages {
     }
 }
 
-fn inputs_for(recipe: &Recipe) -> LockInputs {
+fn inputs_for(recipe: &Recipe) -> Result<LockInputs, PackagesError> {
     let a = &recipe.apt;
     let mut rootfs = recipe.rootfs.packages.clone();
     if !rootfs.iter().any(|p| p == "busybox-static") {
@@ -102,7 +102,7 @@ fn inputs_for(recipe: &Recipe) -> LockInputs {
         .as_ref()
         .map(|t| format!(" snapshot={t}"))
         .unwrap_or_default();
-    LockInputs {
+    Ok(LockInputs {
         apt: format!(
             "{} {} {} security={} arch={}{snapshot}",
             a.mirror,
@@ -117,7 +117,22 @@ fn inputs_for(recipe: &Recipe) -> LockInputs {
             KernelSource::Path { .. } => String::new(),
         },
         boot: BOOT_PACKAGES.iter().map(|s| s.to_string()).collect(),
-    }
+        local: local_inputs(recipe)?,
+    })
+}
+
+/// `path sha256` of every local .deb: a rebuilt .deb changes the inputs.
+fn local_inputs(recipe: &Recipe) -> Result<Vec<String>, PackagesError> {
+    recipe
+        .rootfs
+        .debs
+        .iter()
+        .map(|rel| {
+            let host = recipe.dir().join(rel);
+            let sha = apt::sha256_file(&host)?;
+            Ok(format!("{} {sha}", rel.display()))
+        })
+        .collect()
 }
 
 fn unavailable_message(lock: &str, missing: &[Missing]) -> String {
@@ -190,6 +205,7 @@ pub fn sources(recipe: &Recipe, lock: &LockFile, cache: &Path, vendor: Option<&P
             .snapshot
             .as_ref()
             .map(|t| (recipe.apt.snapshot_mirror.clone(), t.clone())),
+        local_root: recipe.dir().to_path_buf(),
     }
 }
 
@@ -234,7 +250,7 @@ fn current_lock(
     opts: &ProvideOptions,
     status: &dyn Fn(&str),
 ) -> Result<LockFile, PackagesError> {
-    let inputs = inputs_for(recipe);
+    let inputs = inputs_for(recipe)?;
     let existing = LockFile::load(lock_path);
     if opts.locked {
         let reason = match (&existing, opts.update_lock) {
@@ -276,8 +292,13 @@ fn resolve(recipe: &Recipe, apt: &Apt, inputs: LockInputs) -> Result<LockFile, P
     } else {
         vec![inputs.kernel.clone()]
     };
+    // apt takes local .debs by path and resolves their dependencies with
+    // the rest.
+    let local = local_debs(recipe)?;
+    let mut rootfs_req = inputs.rootfs.clone();
+    rootfs_req.extend(local.iter().map(|(abs, _)| abs.display().to_string()));
     let (rootfs, kernel, boot) = std::thread::scope(|s| {
-        let r = s.spawn(|| apt.resolve_uris(&inputs.rootfs));
+        let r = s.spawn(|| apt.resolve_uris(&rootfs_req));
         let k = s.spawn(|| apt.resolve_uris(&kernel_req));
         let b = apt.resolve_uris(&inputs.boot);
         (
@@ -334,6 +355,10 @@ fn resolve(recipe: &Recipe, apt: &Apt, inputs: LockInputs) -> Result<LockFile, P
     let spec = effective_apt(recipe);
     let mut locked = Vec::new();
     for (role, r) in packages {
+        if let Some(abs) = r.uri.uri.strip_prefix("file:").map(PathBuf::from) {
+            locked.push(local_lock_entry(recipe, &local, &abs, r)?);
+            continue;
+        }
         let (archive, path) = locate(&r.uri.uri, &spec).ok_or_else(|| {
             PackagesError::Apt(AptError::Failed {
                 action: format!("locating {}", r.package.name),
@@ -362,6 +387,62 @@ fn resolve(recipe: &Recipe, apt: &Apt, inputs: LockInputs) -> Result<LockFile, P
             .clone()
             .or_else(|| apt.release_timestamp()),
         packages: locked,
+    })
+}
+
+/// The recipe's local .debs: (absolute path, path relative to the recipe).
+fn local_debs(recipe: &Recipe) -> Result<Vec<(PathBuf, PathBuf)>, PackagesError> {
+    recipe
+        .rootfs
+        .debs
+        .iter()
+        .enumerate()
+        .map(|(i, rel)| {
+            let abs = std::fs::canonicalize(recipe.dir().join(rel)).map_err(|e| {
+                recipe.error(
+                    &format!("rootfs.debs.{i}"),
+                    format!("cannot read {}: {e}", rel.display()),
+                )
+            })?;
+            Ok((abs, rel.clone()))
+        })
+        .collect()
+}
+
+/// The lock entry of a local .deb apt resolved: hashed here (apt gives no
+/// digest for a file), its path kept relative to the recipe.
+fn local_lock_entry(
+    recipe: &Recipe,
+    local: &[(PathBuf, PathBuf)],
+    abs: &Path,
+    r: ResolvedUri,
+) -> Result<LockedPackage, PackagesError> {
+    let rel = local
+        .iter()
+        .find(|(a, _)| a == abs)
+        .map(|(_, rel)| rel.clone())
+        .ok_or_else(|| {
+            recipe.error(
+                "rootfs.debs",
+                format!("apt chose {} which the recipe does not name", abs.display()),
+            )
+        })?;
+    let size = std::fs::metadata(abs)
+        .map_err(|source| AptError::Io {
+            what: "reading",
+            path: abs.to_path_buf(),
+            source,
+        })?
+        .len();
+    Ok(LockedPackage {
+        role: Role::Rootfs,
+        name: r.package.name,
+        version: r.package.version,
+        file: r.uri.file_name,
+        sha256: apt::sha256_file(abs)?,
+        size,
+        archive: Archive::Local,
+        path: rel.display().to_string(),
     })
 }
 

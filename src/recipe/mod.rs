@@ -95,6 +95,53 @@ pub struct RootfsSpec {
     pub files: Vec<FileSpec>,
     /// Host ELF binaries copied with the shared libraries they need.
     pub binaries: Vec<PathBuf>,
+    /// Local .deb files (directories expanded, sorted), resolved together
+    /// with `packages` (their dependencies come from the archive).
+    pub debs: Vec<PathBuf>,
+    /// A tar archive or container image unpacked first, below the packages.
+    pub base: Option<Layer>,
+    /// Tar archives or container images unpacked over the packages, in order
+    /// (OCI whiteouts honoured).
+    pub layers: Vec<Layer>,
+    /// Host directory trees copied over the root after the layers.
+    pub overlays: Vec<Overlay>,
+}
+
+/// What a [`Layer`] path holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerKind {
+    /// A tar archive (plain, gzip, xz or zstd): one layer.
+    Tar,
+    /// An OCI image layout directory (`oci:DIR`): its image's layers.
+    Oci,
+    /// A `docker save` tarball (`docker-archive:FILE`): its image's layers.
+    DockerArchive,
+}
+
+/// A base or layer input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    /// Its format.
+    pub kind: LayerKind,
+    /// Host path (relative paths are relative to the recipe).
+    pub path: PathBuf,
+    /// The recipe field, for messages (`rootfs.layers[0]`).
+    pub field: String,
+}
+
+/// One `overlays` entry: a host directory copied over the root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overlay {
+    /// Host directory (relative paths are relative to the recipe).
+    pub src: PathBuf,
+    /// Owner of every entry not named in the manifest.
+    pub uid: u32,
+    /// Group of every entry not named in the manifest.
+    pub gid: u32,
+    /// mtree-like manifest: per-path owner, group and mode.
+    pub manifest: Option<PathBuf>,
+    /// The recipe field, for messages (`rootfs.overlays[0]`).
+    pub field: String,
 }
 
 /// What init does when a service exits.
@@ -120,6 +167,8 @@ pub struct Service {
     /// Services this one starts after (init starts services in this order;
     /// `wait` services finish before any other starts).
     pub after: Vec<String>,
+    /// Declared user the command runs as (`None`: root).
+    pub user: Option<String>,
 }
 
 /// `[health]`
@@ -275,6 +324,16 @@ impl Recipe {
         cx.validate(raw)
     }
 
+    /// The uid of a declared user name (`root` is 0) or a number.
+    pub fn uid_of(&self, name: &str) -> Option<u32> {
+        resolve_user(name, &self.users)
+    }
+
+    /// The gid of a declared group name (`root` is 0) or a number.
+    pub fn gid_of(&self, name: &str) -> Option<u32> {
+        resolve_group(name, &self.groups)
+    }
+
     /// The directory relative paths in the recipe are resolved against.
     pub fn dir(&self) -> &Path {
         match self.path.parent() {
@@ -385,13 +444,15 @@ impl Cx<'_> {
         let image_span = raw.image.span();
         let image = self.image(raw.image.into_inner(), &mut lines)?;
         let kernel = self.kernel(raw.kernel, image_span, &mut lines)?;
-        let rootfs = self.rootfs(&raw.rootfs, &mut lines)?;
+        let mut rootfs = self.rootfs(&raw.rootfs, &mut lines)?;
         let services = self.services(&raw.service)?;
         let health = self.health(raw.health.as_ref())?;
         let disk = self.disk(&raw.disk, &mut lines)?;
         let update = self.update(&raw.update, &mut lines)?;
         let apt = self.apt(&raw.apt, &mut lines)?;
         let (users, groups) = self.accounts(&raw.user, &raw.group)?;
+        self.service_users(&raw.service, &users)?;
+        rootfs.overlays = self.overlays(&raw.rootfs.overlays, &users, &groups, &mut lines)?;
         Ok(Recipe {
             path: self.path.to_path_buf(),
             name: image.name,
@@ -593,8 +654,196 @@ impl Cx<'_> {
             lines.mark(self, &format!("rootfs.binaries.{i}"), b.span());
             rootfs.binaries.push(PathBuf::from(b.get_ref()));
         }
+        for (i, d) in raw.debs.iter().enumerate() {
+            lines.mark(self, &format!("rootfs.debs.{i}"), d.span());
+            rootfs.debs.extend(self.local_debs(d, &format!("rootfs.debs[{i}]"))?);
+        }
+        if let Some(b) = &raw.base {
+            lines.mark(self, "rootfs.base", b.span());
+            rootfs.base = Some(self.layer(b, "rootfs.base")?);
+        }
+        for (i, l) in raw.layers.iter().enumerate() {
+            lines.mark(self, &format!("rootfs.layers.{i}"), l.span());
+            rootfs.layers.push(self.layer(l, &format!("rootfs.layers[{i}]"))?);
+        }
 
         Ok(rootfs)
+    }
+
+    /// One `debs` entry: a .deb file, or a directory whose `*.deb` files are
+    /// taken in name order.
+    fn local_debs(&self, d: &Spanned<String>, field: &str) -> Result<Vec<PathBuf>, RecipeError> {
+        let rel = PathBuf::from(d.get_ref());
+        let host = self.host_path(&rel);
+        let md = std::fs::metadata(&host)
+            .map_err(|e| self.field_err(d, field, format!("cannot read {}: {e}", host.display())))?;
+        if md.is_file() {
+            if host.extension().is_none_or(|x| x != "deb") {
+                return Err(self.field_err(d, field, format!("{} is not a .deb", host.display())));
+            }
+            return Ok(vec![rel]);
+        }
+        let listing = std::fs::read_dir(&host)
+            .map_err(|e| self.field_err(d, field, format!("cannot list {}: {e}", host.display())))?;
+        let mut names: Vec<PathBuf> = listing
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .filter(|n| n.to_string_lossy().ends_with(".deb"))
+            .map(|n| rel.join(n))
+            .collect();
+        names.sort();
+        if names.is_empty() {
+            return Err(self.field_err(
+                d,
+                field,
+                format!("{} holds no .deb files", host.display()),
+            ));
+        }
+        Ok(names)
+    }
+
+    /// A `base` or `layers` entry: `oci:DIR`, `docker-archive:FILE` or a tar
+    /// file; the path must exist.
+    fn layer(&self, l: &Spanned<String>, field: &str) -> Result<Layer, RecipeError> {
+        let v = l.get_ref();
+        let (kind, path) = if let Some(p) = v.strip_prefix("oci:") {
+            (LayerKind::Oci, p)
+        } else if let Some(p) = v.strip_prefix("docker-archive:") {
+            (LayerKind::DockerArchive, p)
+        } else {
+            (LayerKind::Tar, v.as_str())
+        };
+        let path = PathBuf::from(path);
+        let host = self.host_path(&path);
+        let md = std::fs::metadata(&host)
+            .map_err(|e| self.field_err(l, field, format!("cannot read {}: {e}", host.display())))?;
+        let want_dir = kind == LayerKind::Oci;
+        if md.is_dir() != want_dir {
+            let what = if want_dir {
+                "an OCI image layout directory"
+            } else {
+                "a file"
+            };
+            return Err(self.field_err(
+                l,
+                field,
+                format!("{} is not {what}", host.display()),
+            ));
+        }
+        Ok(Layer {
+            kind,
+            path,
+            field: field.to_string(),
+        })
+    }
+
+    /// `overlays`: directories with their default owner and manifest.
+    fn overlays(
+        &self,
+        raw: &[Spanned<raw::RawOverlay>],
+        users: &[User],
+        groups: &[Group],
+        lines: &mut Lines,
+    ) -> Result<Vec<Overlay>, RecipeError> {
+        let mut out = Vec::new();
+        for (i, o) in raw.iter().enumerate() {
+            let field = format!("rootfs.overlays[{i}]");
+            lines.mark(self, &format!("rootfs.overlays.{i}"), o.span());
+            let (src, owner, group, manifest) = match o.get_ref() {
+                raw::RawOverlay::Path(p) => (p.clone(), None, None, None),
+                raw::RawOverlay::Table(t) => (
+                    t.src.get_ref().clone(),
+                    t.owner.as_ref(),
+                    t.group.as_ref(),
+                    t.manifest.as_ref(),
+                ),
+            };
+            let host = self.host_path(Path::new(&src));
+            if !host.is_dir() {
+                return Err(self.field_err(
+                    o,
+                    &field,
+                    format!("{} is not a directory", host.display()),
+                ));
+            }
+            let uid = match owner {
+                Some(u) => resolve_user(u.get_ref(), users)
+                    .ok_or_else(|| self.field_err(u, &format!("{field}.owner"), unknown_user(u)))?,
+                None => 0,
+            };
+            let gid = match (group, owner) {
+                (Some(g), _) => resolve_group(g.get_ref(), groups).ok_or_else(|| {
+                    self.field_err(
+                        g,
+                        &format!("{field}.group"),
+                        format!("no [[group]] named {:?} (or a number)", g.get_ref()),
+                    )
+                })?,
+                // The owner's primary group, as `chown user` would not do
+                // but every overlay author expects.
+                (None, Some(u)) => users
+                    .iter()
+                    .find(|x| &x.name == u.get_ref())
+                    .map(|x| x.gid)
+                    .unwrap_or(uid),
+                (None, None) => 0,
+            };
+            let manifest = match manifest {
+                Some(m) => {
+                    let p = PathBuf::from(m.get_ref());
+                    let h = self.host_path(&p);
+                    if !h.is_file() {
+                        return Err(self.field_err(
+                            m,
+                            &format!("{field}.manifest"),
+                            format!("cannot read {}", h.display()),
+                        ));
+                    }
+                    Some(p)
+                }
+                None => None,
+            };
+            out.push(Overlay {
+                src: PathBuf::from(src),
+                uid,
+                gid,
+                manifest,
+                field,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every `[[service]] user` names a declared user (or root).
+    fn service_users(
+        &self,
+        raw: &[Spanned<raw::RawService>],
+        users: &[User],
+    ) -> Result<(), RecipeError> {
+        for (i, s) in raw.iter().enumerate() {
+            if let Some(u) = &s.get_ref().user {
+                if u.get_ref() != "root" && !users.iter().any(|x| &x.name == u.get_ref()) {
+                    return Err(self.field_err(
+                        u,
+                        &format!("service[{i}].user"),
+                        format!("no [[user]] named {:?}", u.get_ref()),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A recipe path on the host: absolute, or relative to the recipe.
+    fn host_path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            match self.path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.join(p),
+                _ => p.to_path_buf(),
+            }
+        }
     }
 
     /// `[[service]]`
@@ -650,6 +899,7 @@ impl Cx<'_> {
                 restart: if sr.wait { Restart::Never } else { restart },
                 wait: sr.wait,
                 after: sr.after.iter().map(|a| a.get_ref().clone()).collect(),
+                user: sr.user.as_ref().map(|u| u.get_ref().clone()),
             });
         }
         for (i, s) in raw.iter().enumerate() {
@@ -1075,6 +1325,34 @@ impl Lines {
     fn mark(&mut self, cx: &Cx<'_>, field: &str, span: Range<usize>) {
         self.0.insert(field.to_string(), cx.line_of(span.start));
     }
+}
+
+/// A user name or number: its uid.
+fn resolve_user(name: &str, users: &[User]) -> Option<u32> {
+    if name == "root" {
+        return Some(0);
+    }
+    users
+        .iter()
+        .find(|u| u.name == name)
+        .map(|u| u.uid)
+        .or_else(|| name.parse().ok())
+}
+
+/// A group name or number: its gid.
+fn resolve_group(name: &str, groups: &[Group]) -> Option<u32> {
+    if name == "root" {
+        return Some(0);
+    }
+    groups
+        .iter()
+        .find(|g| g.name == name)
+        .map(|g| g.gid)
+        .or_else(|| name.parse().ok())
+}
+
+fn unknown_user(u: &Spanned<String>) -> String {
+    format!("no [[user]] named {:?} (or a number)", u.get_ref())
 }
 
 /// `[image]`, validated.

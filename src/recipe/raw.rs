@@ -76,6 +76,30 @@ pub struct RawRootfs {
     pub files: Vec<Spanned<RawFile>>,
     #[serde(default)]
     pub binaries: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub debs: Vec<Spanned<String>>,
+    pub base: Option<Spanned<String>>,
+    #[serde(default)]
+    pub layers: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub overlays: Vec<Spanned<RawOverlay>>,
+}
+
+/// `overlays = ["dir/", { src = "dir/", owner = "app", ... }]`
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawOverlay {
+    Path(String),
+    Table(RawOverlayTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOverlayTable {
+    pub src: Spanned<String>,
+    pub owner: Option<Spanned<String>>,
+    pub group: Option<Spanned<String>>,
+    pub manifest: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,6 +121,7 @@ pub struct RawService {
     pub wait: bool,
     #[serde(default)]
     pub after: Vec<Spanned<String>>,
+    pub user: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
