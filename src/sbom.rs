@@ -125,7 +125,11 @@ pub fn spdx_json(i: &SbomInputs<'_>) -> String {
                 "Organization: Debian",
                 format!(
                     "Debian package from the {} archive",
-                    if p.archive == Archive::Main { "main" } else { "security" }
+                    if p.archive == Archive::Main {
+                        "main"
+                    } else {
+                        "security"
+                    }
                 ),
             ),
             Archive::Local => (
@@ -193,7 +197,10 @@ pub fn spdx_json(i: &SbomInputs<'_>) -> String {
         }));
     }
     for (n, l) in i.layers.iter().enumerate() {
-        let id = spdx_id("Layer", &[&n.to_string(), &l.sha256[..16.min(l.sha256.len())]]);
+        let id = spdx_id(
+            "Layer",
+            &[&n.to_string(), &l.sha256[..16.min(l.sha256.len())]],
+        );
         packages.push(json!({
             "SPDXID": id,
             "name": l.label,

@@ -49,8 +49,9 @@ pub fn unpack_layer(
             path: host.clone(),
             label: layer.path.display().to_string(),
         }],
-        LayerKind::Oci => oci_blobs(&host, &layer.path.display().to_string(), architecture)
-            .map_err(bad)?,
+        LayerKind::Oci => {
+            oci_blobs(&host, &layer.path.display().to_string(), architecture).map_err(bad)?
+        }
         LayerKind::DockerArchive => {
             docker_archive_blobs(&host, &layer.path.display().to_string(), cache).map_err(bad)?
         }
@@ -79,8 +80,8 @@ fn sha256(path: &Path) -> Result<String, ComposeError> {
 }
 
 fn read_json(path: &Path) -> Result<Value, String> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -197,7 +198,11 @@ pub fn docker_archive_blobs(
     };
     let names: Vec<String> = image["Layers"]
         .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     if names.is_empty() {
         return Err(format!("{}: the image lists no layers", archive.display()));
@@ -316,8 +321,14 @@ mod tests {
 
     #[test]
     fn symlinked_members_resolve_relative_to_their_directory() {
-        assert_eq!(normalize_join(Path::new("abc"), "../def/layer.tar"), "def/layer.tar");
-        assert_eq!(normalize_join(Path::new(""), "blobs/sha256/x"), "blobs/sha256/x");
+        assert_eq!(
+            normalize_join(Path::new("abc"), "../def/layer.tar"),
+            "def/layer.tar"
+        );
+        assert_eq!(
+            normalize_join(Path::new(""), "blobs/sha256/x"),
+            "blobs/sha256/x"
+        );
     }
 
     #[test]
@@ -328,6 +339,10 @@ mod tests {
         std::fs::write(d.path().join("blobs/sha256").join(&hex), b"not empty").unwrap();
         let e = oci_blob(d.path(), &format!("sha256:{hex}")).unwrap_err();
         assert!(e.contains("not the sha256:"), "{e}");
-        assert!(oci_blob(d.path(), "md5:abc").unwrap_err().contains("sha256 only"));
+        assert!(
+            oci_blob(d.path(), "md5:abc")
+                .unwrap_err()
+                .contains("sha256 only")
+        );
     }
 }

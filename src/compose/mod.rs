@@ -6,8 +6,8 @@ pub mod disk;
 pub mod esp;
 pub mod initramfs;
 pub mod layers;
-pub mod overlay;
 pub mod outdir;
+pub mod overlay;
 pub mod preflight;
 pub mod rootfs;
 

@@ -10,10 +10,9 @@
 use super::ComposeError;
 use super::rootfs::resolve;
 use crate::recipe::{Overlay, Recipe};
-use crate::tree::{ScanOptions, scan_host_dir};
 use crate::tree::{Metadata, NodeId, NodeKind, Timestamp, Tree};
+use crate::tree::{ScanOptions, scan_host_dir};
 use std::collections::{BTreeMap, HashMap};
-
 
 /// Owner, group and mode a manifest line sets.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -44,7 +43,10 @@ pub fn parse_manifest(
             let (k, v) = w
                 .split_once('=')
                 .ok_or_else(|| at(format!("{w:?} is not key=value")))?;
-            let number = || v.parse::<u32>().map_err(|_| at(format!("{k}: not a number: {v:?}")));
+            let number = || {
+                v.parse::<u32>()
+                    .map_err(|_| at(format!("{k}: not a number: {v:?}")))
+            };
             match k {
                 "uid" => a.uid = Some(number()?),
                 "gid" => a.gid = Some(number()?),
@@ -70,7 +72,11 @@ pub fn parse_manifest(
                             .ok_or_else(|| at(format!("mode: invalid octal mode {v:?}")))?,
                     )
                 }
-                other => return Err(at(format!("unknown key {other:?} (uid, gid, uname, gname, mode)"))),
+                other => {
+                    return Err(at(format!(
+                        "unknown key {other:?} (uid, gid, uname, gname, mode)"
+                    )));
+                }
             }
         }
         if out.insert(path.clone(), a).is_some() {
@@ -171,10 +177,14 @@ fn graft(
                     }
                 }
                 _ => {
-                    let id = tree.put(path.as_bytes(), crate::tree::Node {
-                        kind: NodeKind::empty_dir(),
-                        meta,
-                    }, &parent_meta)?;
+                    let id = tree.put(
+                        path.as_bytes(),
+                        crate::tree::Node {
+                            kind: NodeKind::empty_dir(),
+                            meta,
+                        },
+                        &parent_meta,
+                    )?;
                     placed.insert(e.id, id);
                 }
             }
@@ -220,15 +230,27 @@ mod tests {
     fn manifest_lines_set_owner_group_and_mode() {
         let d = tempfile::tempdir().unwrap();
         let r = recipe(d.path());
-        let m = parse_manifest(&r, "# c\n./etc/app.conf uname=app gname=app mode=0640\n\n/x uid=7\n", "m").unwrap();
+        let m = parse_manifest(
+            &r,
+            "# c\n./etc/app.conf uname=app gname=app mode=0640\n\n/x uid=7\n",
+            "m",
+        )
+        .unwrap();
         assert_eq!(
             m["/etc/app.conf"],
-            Attributes { uid: Some(1000), gid: Some(1000), mode: Some(0o640) }
+            Attributes {
+                uid: Some(1000),
+                gid: Some(1000),
+                mode: Some(0o640)
+            }
         );
         assert_eq!(m["/x"].uid, Some(7));
         for (bad, want) in [
             ("/a owner=app\n", "m:1: unknown key \"owner\""),
-            ("/a\n/b uname=nobody\n", "m:2: uname: no [[user]] named \"nobody\""),
+            (
+                "/a\n/b uname=nobody\n",
+                "m:2: uname: no [[user]] named \"nobody\"",
+            ),
             ("/a mode=999\n", "m:1: mode: invalid octal mode"),
             ("../a mode=0644\n", "m:1: bad path"),
             ("/a\n/a\n", "m:2: /a is listed twice"),

@@ -292,7 +292,11 @@ pub fn check_layer(
 ) -> Result<(), ComposeError> {
     for (blob, u) in layer.blobs.iter().zip(&layer.unpacked) {
         for e in &u.entries {
-            if e.path.rsplit('/').next().is_some_and(|n| n.starts_with(".wh.")) {
+            if e.path
+                .rsplit('/')
+                .next()
+                .is_some_and(|n| n.starts_with(".wh."))
+            {
                 continue;
             }
             let is_dir = matches!(e.kind, crate::packages::deb::EntryKind::Dir);

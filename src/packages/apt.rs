@@ -416,7 +416,10 @@ mod tests {
         assert_eq!(u.sha256, "c25f");
         assert!(parse_print_uri("Reading package lists...").is_none());
         let local = parse_print_uri("'file:/r/debs/app.deb' app.deb 720 ").unwrap();
-        assert_eq!((local.uri.as_str(), local.sha256.as_str()), ("file:/r/debs/app.deb", ""));
+        assert_eq!(
+            (local.uri.as_str(), local.sha256.as_str()),
+            ("file:/r/debs/app.deb", "")
+        );
         assert!(parse_print_uri("'http://x/a.deb' a.deb 720").is_none());
     }
 }

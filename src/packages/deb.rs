@@ -138,7 +138,12 @@ pub fn unpack(deb: &Path, sha256: &str, name: &str, cache: &Path) -> Result<Unpa
 /// Unpacks a tar archive (plain, gzip, xz or zstd, told apart by their
 /// magic bytes) whose sha256 is `sha256`, like [`unpack`] does a .deb: a
 /// container layer or a base tarball.
-pub fn unpack_tar(tar: &Path, sha256: &str, name: &str, cache: &Path) -> Result<Unpacked, DebError> {
+pub fn unpack_tar(
+    tar: &Path,
+    sha256: &str,
+    name: &str,
+    cache: &Path,
+) -> Result<Unpacked, DebError> {
     // Keyed apart from .debs: the same bytes unpack differently as a tar.
     let key = format!("tar-{sha256}");
     unpack_with(tar, &key, name, cache, &|path, dir| {
@@ -296,12 +301,14 @@ fn decompressor<'a>(
 ) -> Result<Box<dyn Read + 'a>, DebError> {
     Ok(match ext {
         ".xz" => Box::new(xz2::read::XzDecoder::new(member)),
-        ".zst" => Box::new(zstd::stream::read::Decoder::new(member).map_err(|e| {
-            DebError::Corrupt {
-                path: deb.to_path_buf(),
-                reason: e.to_string(),
-            }
-        })?),
+        ".zst" => {
+            Box::new(
+                zstd::stream::read::Decoder::new(member).map_err(|e| DebError::Corrupt {
+                    path: deb.to_path_buf(),
+                    reason: e.to_string(),
+                })?,
+            )
+        }
         ".gz" => Box::new(flate2::read::GzDecoder::new(member)),
         "" => Box::new(member),
         other => {
@@ -447,7 +454,11 @@ pub fn add_layer_to_tree(layer: &Unpacked, tree: &mut Tree) -> Result<Vec<String
             .next()
             .is_some_and(|n| n.starts_with(WHITEOUT))
     };
-    add_entries(layer, layer.entries.iter().filter(|e| !is_whiteout(e)), tree)?;
+    add_entries(
+        layer,
+        layer.entries.iter().filter(|e| !is_whiteout(e)),
+        tree,
+    )?;
     Ok(removed)
 }
 

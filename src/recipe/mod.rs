@@ -656,7 +656,9 @@ impl Cx<'_> {
         }
         for (i, d) in raw.debs.iter().enumerate() {
             lines.mark(self, &format!("rootfs.debs.{i}"), d.span());
-            rootfs.debs.extend(self.local_debs(d, &format!("rootfs.debs[{i}]"))?);
+            rootfs
+                .debs
+                .extend(self.local_debs(d, &format!("rootfs.debs[{i}]"))?);
         }
         if let Some(b) = &raw.base {
             lines.mark(self, "rootfs.base", b.span());
@@ -664,7 +666,9 @@ impl Cx<'_> {
         }
         for (i, l) in raw.layers.iter().enumerate() {
             lines.mark(self, &format!("rootfs.layers.{i}"), l.span());
-            rootfs.layers.push(self.layer(l, &format!("rootfs.layers[{i}]"))?);
+            rootfs
+                .layers
+                .push(self.layer(l, &format!("rootfs.layers[{i}]"))?);
         }
 
         Ok(rootfs)
@@ -675,16 +679,18 @@ impl Cx<'_> {
     fn local_debs(&self, d: &Spanned<String>, field: &str) -> Result<Vec<PathBuf>, RecipeError> {
         let rel = PathBuf::from(d.get_ref());
         let host = self.host_path(&rel);
-        let md = std::fs::metadata(&host)
-            .map_err(|e| self.field_err(d, field, format!("cannot read {}: {e}", host.display())))?;
+        let md = std::fs::metadata(&host).map_err(|e| {
+            self.field_err(d, field, format!("cannot read {}: {e}", host.display()))
+        })?;
         if md.is_file() {
             if host.extension().is_none_or(|x| x != "deb") {
                 return Err(self.field_err(d, field, format!("{} is not a .deb", host.display())));
             }
             return Ok(vec![rel]);
         }
-        let listing = std::fs::read_dir(&host)
-            .map_err(|e| self.field_err(d, field, format!("cannot list {}: {e}", host.display())))?;
+        let listing = std::fs::read_dir(&host).map_err(|e| {
+            self.field_err(d, field, format!("cannot list {}: {e}", host.display()))
+        })?;
         let mut names: Vec<PathBuf> = listing
             .filter_map(Result::ok)
             .map(|e| e.file_name())
@@ -715,8 +721,9 @@ impl Cx<'_> {
         };
         let path = PathBuf::from(path);
         let host = self.host_path(&path);
-        let md = std::fs::metadata(&host)
-            .map_err(|e| self.field_err(l, field, format!("cannot read {}: {e}", host.display())))?;
+        let md = std::fs::metadata(&host).map_err(|e| {
+            self.field_err(l, field, format!("cannot read {}: {e}", host.display()))
+        })?;
         let want_dir = kind == LayerKind::Oci;
         if md.is_dir() != want_dir {
             let what = if want_dir {
@@ -724,11 +731,7 @@ impl Cx<'_> {
             } else {
                 "a file"
             };
-            return Err(self.field_err(
-                l,
-                field,
-                format!("{} is not {what}", host.display()),
-            ));
+            return Err(self.field_err(l, field, format!("{} is not {what}", host.display())));
         }
         Ok(Layer {
             kind,
@@ -752,10 +755,10 @@ impl Cx<'_> {
             let (src, owner, group, manifest) = match o.get_ref() {
                 raw::RawOverlay::Path(p) => (p.clone(), None, None, None),
                 raw::RawOverlay::Table(t) => (
-                    t.src.get_ref().clone(),
-                    t.owner.as_ref(),
-                    t.group.as_ref(),
-                    t.manifest.as_ref(),
+                    t.src.clone(),
+                    t.owner.as_deref(),
+                    t.group.as_deref(),
+                    t.manifest.as_deref(),
                 ),
             };
             let host = self.host_path(Path::new(&src));
@@ -767,34 +770,38 @@ impl Cx<'_> {
                 ));
             }
             let uid = match owner {
-                Some(u) => resolve_user(u.get_ref(), users)
-                    .ok_or_else(|| self.field_err(u, &format!("{field}.owner"), unknown_user(u)))?,
+                Some(u) => resolve_user(u, users).ok_or_else(|| {
+                    self.field_err(
+                        o,
+                        &format!("{field}.owner"),
+                        format!("no [[user]] named {u:?} (or a number)"),
+                    )
+                })?,
                 None => 0,
             };
             let gid = match (group, owner) {
-                (Some(g), _) => resolve_group(g.get_ref(), groups).ok_or_else(|| {
+                (Some(g), _) => resolve_group(g, groups).ok_or_else(|| {
                     self.field_err(
-                        g,
+                        o,
                         &format!("{field}.group"),
-                        format!("no [[group]] named {:?} (or a number)", g.get_ref()),
+                        format!("no [[group]] named {g:?} (or a number)"),
                     )
                 })?,
-                // The owner's primary group, as `chown user` would not do
-                // but every overlay author expects.
+                // The owner's primary group, as every overlay author expects.
                 (None, Some(u)) => users
                     .iter()
-                    .find(|x| &x.name == u.get_ref())
+                    .find(|x| x.name == u)
                     .map(|x| x.gid)
                     .unwrap_or(uid),
                 (None, None) => 0,
             };
             let manifest = match manifest {
                 Some(m) => {
-                    let p = PathBuf::from(m.get_ref());
+                    let p = PathBuf::from(m);
                     let h = self.host_path(&p);
                     if !h.is_file() {
                         return Err(self.field_err(
-                            m,
+                            o,
                             &format!("{field}.manifest"),
                             format!("cannot read {}", h.display()),
                         ));
@@ -1349,10 +1356,6 @@ fn resolve_group(name: &str, groups: &[Group]) -> Option<u32> {
         .find(|g| g.name == name)
         .map(|g| g.gid)
         .or_else(|| name.parse().ok())
-}
-
-fn unknown_user(u: &Spanned<String>) -> String {
-    format!("no [[user]] named {:?} (or a number)", u.get_ref())
 }
 
 /// `[image]`, validated.

@@ -95,11 +95,13 @@ pub enum RawOverlay {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+// Plain strings: inside an untagged enum, toml cannot give spans (errors
+// point at the whole entry instead).
 pub struct RawOverlayTable {
-    pub src: Spanned<String>,
-    pub owner: Option<Spanned<String>>,
-    pub group: Option<Spanned<String>>,
-    pub manifest: Option<Spanned<String>>,
+    pub src: String,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub manifest: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
