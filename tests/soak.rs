@@ -237,7 +237,7 @@ fn phase_hit(o: &QemuOutcome, target: &str) -> &'static str {
             .any(|e| e.event.event == ev && e.event.slot.as_deref().is_none_or(|s| s == target))
     };
     if seen("committed") && events(o, "booted").iter().any(|e| e["slot"] == target) {
-        "after the commit"
+        "committed"
     } else if events(o, "booted").iter().any(|e| e["slot"] == target) {
         "trial boot"
     } else if seen("installed") {
@@ -312,7 +312,7 @@ fn power_cuts(name: &str, seeds: impl Iterator<Item = u64>) {
         };
         assert!(
             expect_first.contains(&&first),
-            "{ctx}: after a cut in the {phase} the restart booted {first}\n{}",
+            "{ctx}: after a cut in phase {phase:?} the restart booted {first}\n{}",
             describe(&o)
         );
         count_boots(&mut m, &o, &ctx);
@@ -321,7 +321,7 @@ fn power_cuts(name: &str, seeds: impl Iterator<Item = u64>) {
         m.running = target;
         check_device(f, &disk, &m, &ctx, name);
         eprintln!(
-            "power cut {seed}: +{after_installing:.2} s after `installing`, in the {phase}; restart booted {first} first; device checked ({:.0} s so far)",
+            "power cut {seed}: +{after_installing:.2} s after `installing`, phase {phase:?}; restart booted {first} first; device checked ({:.0} s so far)",
             start.elapsed().as_secs_f64()
         );
     }
