@@ -162,11 +162,7 @@ pub fn spdx_json(i: &SbomInputs<'_>) -> String {
                 ),
             }],
         }));
-        relationships.push(json!({
-            "spdxElementId": image_id,
-            "relationshipType": "CONTAINS",
-            "relatedSpdxElement": id,
-        }));
+        relationships.push(contains(&image_id, &id));
     }
     for f in i.host_files {
         let id = spdx_id("HostFile", &[&f.image_path]);
@@ -176,49 +172,30 @@ pub fn spdx_json(i: &SbomInputs<'_>) -> String {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        packages.push(json!({
-            "SPDXID": id,
-            "name": f.image_path,
-            "packageFileName": host_name,
-            "downloadLocation": "NOASSERTION",
-            "filesAnalyzed": false,
-            "checksums": [{"algorithm": "SHA256", "checksumValue": f.sha256}],
-            "sourceInfo": format!("copied from the build host ({host_name})"),
-            "primaryPackagePurpose": "FILE",
-            "licenseConcluded": "NOASSERTION",
-            "licenseDeclared": "NOASSERTION",
-            "copyrightText": "NOASSERTION",
-            "supplier": "NOASSERTION",
-        }));
-        relationships.push(json!({
-            "spdxElementId": image_id,
-            "relationshipType": "CONTAINS",
-            "relatedSpdxElement": id,
-        }));
+        let mut p = opaque_package(
+            &id,
+            &f.image_path,
+            &f.sha256,
+            format!("copied from the build host ({host_name})"),
+            "FILE",
+        );
+        p["packageFileName"] = json!(host_name);
+        packages.push(p);
+        relationships.push(contains(&image_id, &id));
     }
     for (n, l) in i.layers.iter().enumerate() {
         let id = spdx_id(
             "Layer",
             &[&n.to_string(), &l.sha256[..16.min(l.sha256.len())]],
         );
-        packages.push(json!({
-            "SPDXID": id,
-            "name": l.label,
-            "downloadLocation": "NOASSERTION",
-            "filesAnalyzed": false,
-            "checksums": [{"algorithm": "SHA256", "checksumValue": l.sha256}],
-            "sourceInfo": format!("tar layer unpacked into the root filesystem ({})", l.label),
-            "primaryPackagePurpose": "ARCHIVE",
-            "licenseConcluded": "NOASSERTION",
-            "licenseDeclared": "NOASSERTION",
-            "copyrightText": "NOASSERTION",
-            "supplier": "NOASSERTION",
-        }));
-        relationships.push(json!({
-            "spdxElementId": image_id,
-            "relationshipType": "CONTAINS",
-            "relatedSpdxElement": id,
-        }));
+        packages.push(opaque_package(
+            &id,
+            &l.label,
+            &l.sha256,
+            format!("tar layer unpacked into the root filesystem ({})", l.label),
+            "ARCHIVE",
+        ));
+        relationships.push(contains(&image_id, &id));
     }
     // The namespace is derived from the content, so it is unique per image
     // and stable across rebuilds.
@@ -242,6 +219,33 @@ pub fn spdx_json(i: &SbomInputs<'_>) -> String {
     let mut s = serde_json::to_string_pretty(&doc).unwrap_or_default();
     s.push('\n');
     s
+}
+
+/// `image CONTAINS id`.
+fn contains(image_id: &str, id: &str) -> Value {
+    json!({
+        "spdxElementId": image_id,
+        "relationshipType": "CONTAINS",
+        "relatedSpdxElement": id,
+    })
+}
+
+/// An SPDX package slate knows only by content: no download location,
+/// supplier or license.
+fn opaque_package(id: &str, name: &str, sha256: &str, source: String, purpose: &str) -> Value {
+    json!({
+        "SPDXID": id,
+        "name": name,
+        "downloadLocation": "NOASSERTION",
+        "filesAnalyzed": false,
+        "checksums": [{"algorithm": "SHA256", "checksumValue": sha256}],
+        "sourceInfo": source,
+        "primaryPackagePurpose": purpose,
+        "licenseConcluded": "NOASSERTION",
+        "licenseDeclared": "NOASSERTION",
+        "copyrightText": "NOASSERTION",
+        "supplier": "NOASSERTION",
+    })
 }
 
 /// Every regular file in `tree` whose data is read from the build host

@@ -233,11 +233,16 @@ fn member_name(raw: &[u8]) -> String {
         .to_string()
 }
 
+/// Opens a tar archive for one pass over its members.
+fn open_tar(archive: &Path) -> Result<tar::Archive<std::fs::File>, String> {
+    std::fs::File::open(archive)
+        .map(tar::Archive::new)
+        .map_err(|e| format!("cannot read {}: {e}", archive.display()))
+}
+
 /// The bytes of a small member of a tar archive.
 fn member(archive: &Path, name: &str) -> Result<Vec<u8>, String> {
-    let f = std::fs::File::open(archive)
-        .map_err(|e| format!("cannot read {}: {e}", archive.display()))?;
-    let mut tar = tar::Archive::new(f);
+    let mut tar = open_tar(archive)?;
     let entries = tar
         .entries()
         .map_err(|e| format!("{}: {e}", archive.display()))?;
@@ -261,9 +266,7 @@ fn member(archive: &Path, name: &str) -> Result<Vec<u8>, String> {
 fn copy_member(archive: &Path, name: &str, dest: &Path) -> Result<String, String> {
     let mut want = name.to_string();
     for _ in 0..8 {
-        let f = std::fs::File::open(archive)
-            .map_err(|e| format!("cannot read {}: {e}", archive.display()))?;
-        let mut tar = tar::Archive::new(f);
+        let mut tar = open_tar(archive)?;
         let entries = tar
             .entries()
             .map_err(|e| format!("{}: {e}", archive.display()))?;

@@ -37,7 +37,8 @@ pub fn parse_manifest(
         let line = line.split('#').next().unwrap_or("").trim();
         let mut words = line.split_whitespace();
         let Some(path) = words.next() else { continue };
-        let path = normalize(path).ok_or_else(|| at(format!("bad path {path:?}")))?;
+        let path = crate::packages::deb::normalize(path.as_bytes())
+            .ok_or_else(|| at(format!("bad path {path:?}")))?;
         let mut a = Attributes::default();
         for w in words {
             let (k, v) = w
@@ -84,19 +85,6 @@ pub fn parse_manifest(
         }
     }
     Ok(out)
-}
-
-/// `./a/b`, `a/b/` or `/a/b` -> `/a/b`; `..` is refused.
-fn normalize(p: &str) -> Option<String> {
-    let mut parts = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => return None,
-            c => parts.push(c),
-        }
-    }
-    Some(format!("/{}", parts.join("/")))
 }
 
 /// Copies `overlay` over `tree`. Directories the tree already has keep

@@ -220,6 +220,16 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DebErro
 }
 
 fn extract_to(deb: &Path, dir: &Path) -> Result<Vec<DebEntry>, DebError> {
+    with_member(deb, "data.tar", |reader| extract_tar(deb, reader, dir))
+}
+
+/// Runs `f` on the first ar member named `<prefix><compression>`, through
+/// its decompressor.
+fn with_member<T>(
+    deb: &Path,
+    prefix: &str,
+    f: impl FnOnce(Box<dyn Read + '_>) -> Result<T, DebError>,
+) -> Result<T, DebError> {
     let corrupt = |reason: String| DebError::Corrupt {
         path: deb.to_path_buf(),
         reason,
@@ -229,13 +239,12 @@ fn extract_to(deb: &Path, dir: &Path) -> Result<Vec<DebEntry>, DebError> {
     while let Some(member) = ar.next_entry() {
         let member = member.map_err(|e| corrupt(e.to_string()))?;
         let id = String::from_utf8_lossy(member.header().identifier()).into_owned();
-        let Some(ext) = id.strip_prefix("data.tar") else {
+        let Some(ext) = id.strip_prefix(prefix) else {
             continue;
         };
-        let reader = decompressor(deb, ext, member)?;
-        return extract_tar(deb, reader, dir);
+        return f(decompressor(deb, ext, member)?);
     }
-    Err(corrupt("no data.tar member".into()))
+    Err(corrupt(format!("no {prefix} member")))
 }
 
 /// The identity a .deb declares in its control file.
@@ -256,15 +265,7 @@ pub fn control(deb: &Path) -> Result<Control, DebError> {
         path: deb.to_path_buf(),
         reason,
     };
-    let file = File::open(deb).map_err(io("opening", deb))?;
-    let mut ar = ar::Archive::new(BufReader::new(file));
-    while let Some(member) = ar.next_entry() {
-        let member = member.map_err(|e| corrupt(e.to_string()))?;
-        let id = String::from_utf8_lossy(member.header().identifier()).into_owned();
-        let Some(ext) = id.strip_prefix("control.tar") else {
-            continue;
-        };
-        let reader = decompressor(deb, ext, member)?;
+    with_member(deb, "control.tar", |reader| {
         let mut tar = tar::Archive::new(reader);
         for entry in tar.entries().map_err(|e| corrupt(e.to_string()))? {
             let mut entry = entry.map_err(|e| corrupt(e.to_string()))?;
@@ -288,9 +289,8 @@ pub fn control(deb: &Path) -> Result<Control, DebError> {
                 architecture: field("Architecture")?,
             });
         }
-        return Err(corrupt(format!("{id} has no control file")));
-    }
-    Err(corrupt("no control.tar member".into()))
+        Err(corrupt("control.tar has no control file".into()))
+    })
 }
 
 /// A reader that decompresses a `*.tar<ext>` member.
@@ -401,7 +401,7 @@ fn extract_tar(deb: &Path, reader: impl Read, dir: &Path) -> Result<Vec<DebEntry
 }
 
 /// `./usr/bin/x` -> `/usr/bin/x`; refuses `..` and non-UTF-8 names.
-fn normalize(raw: &[u8]) -> Option<String> {
+pub fn normalize(raw: &[u8]) -> Option<String> {
     let s = std::str::from_utf8(raw).ok()?;
     let mut parts = Vec::new();
     for c in s.split('/') {

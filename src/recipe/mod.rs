@@ -1336,25 +1336,22 @@ impl Lines {
 
 /// A user name or number: its uid.
 fn resolve_user(name: &str, users: &[User]) -> Option<u32> {
-    if name == "root" {
-        return Some(0);
-    }
-    users
-        .iter()
-        .find(|u| u.name == name)
-        .map(|u| u.uid)
-        .or_else(|| name.parse().ok())
+    resolve_id(name, users.iter().map(|u| (u.name.as_str(), u.uid)))
 }
 
 /// A group name or number: its gid.
 fn resolve_group(name: &str, groups: &[Group]) -> Option<u32> {
+    resolve_id(name, groups.iter().map(|g| (g.name.as_str(), g.gid)))
+}
+
+/// `root` is 0, a declared name its id, a number itself.
+fn resolve_id<'a>(name: &str, mut declared: impl Iterator<Item = (&'a str, u32)>) -> Option<u32> {
     if name == "root" {
         return Some(0);
     }
-    groups
-        .iter()
-        .find(|g| g.name == name)
-        .map(|g| g.gid)
+    declared
+        .find(|(n, _)| *n == name)
+        .map(|(_, id)| id)
         .or_else(|| name.parse().ok())
 }
 
