@@ -166,7 +166,15 @@ fn every_input_kind_builds_and_boots() {
         images::sha256sum(&d.path().join("debs/demo-app_1.0_amd64.deb"))
     );
 
-    // The SBOM lists the local package, its dependency and every layer.
+    // The SBOM is valid SPDX and lists the local package, its dependency
+    // and every layer.
+    match images::pyspdxtools() {
+        Some(tool) => images::assert_valid_spdx(&tool, &out.join("sbom.spdx.json")),
+        None => images::skipped(
+            "app_inputs (SBOM validation)",
+            "pyspdxtools (PyPI spdx-tools) is not installed",
+        ),
+    }
     let sbom: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("sbom.spdx.json")).unwrap()).unwrap();
     let names: Vec<&str> = sbom["packages"]

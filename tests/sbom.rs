@@ -7,33 +7,14 @@
 mod images;
 
 use images::{Recipe, build, bundle, keygen, run_ok, sha256sum, slate};
-use std::path::PathBuf;
 use std::process::Command;
-
-/// pyspdxtools: `$SLATE_PYSPDXTOOLS`, the CI virtualenv, or PATH.
-fn pyspdxtools() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("SLATE_PYSPDXTOOLS").map(PathBuf::from),
-        Some(PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/target/spdx-venv/bin/pyspdxtools"
-        ))),
-        Some(PathBuf::from("pyspdxtools")),
-    ];
-    candidates.into_iter().flatten().find(|p| {
-        Command::new(p)
-            .arg("--help")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    })
-}
 
 #[test]
 fn sbom_is_valid_spdx_and_lists_every_package() {
     if !images::have_apt("sbom_is_valid_spdx") {
         return;
     }
-    let Some(tool) = pyspdxtools() else {
+    let Some(tool) = images::pyspdxtools() else {
         images::skipped(
             "sbom_is_valid_spdx",
             "pyspdxtools (PyPI spdx-tools) is not installed",
@@ -46,16 +27,7 @@ fn sbom_is_valid_spdx_and_lists_every_package() {
     let sbom_path = out.join("sbom.spdx.json");
 
     // The independent validator accepts it...
-    let v = Command::new(&tool)
-        .arg("-i")
-        .arg(&sbom_path)
-        .output()
-        .unwrap();
-    assert!(
-        v.status.success() && !String::from_utf8_lossy(&v.stderr).contains("invalid"),
-        "pyspdxtools rejects the SBOM:\n{}",
-        String::from_utf8_lossy(&v.stderr)
-    );
+    images::assert_valid_spdx(&tool, &sbom_path);
     // ...and rejects a broken copy (the check can fail).
     let text = std::fs::read_to_string(&sbom_path).unwrap();
     let broken = d.path().join("broken.spdx.json");

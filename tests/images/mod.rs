@@ -293,3 +293,33 @@ pub fn sha256_range(path: &Path, offset: u64, len: u64) -> String {
         .unwrap()
         .to_string()
 }
+
+/// pyspdxtools (PyPI spdx-tools): `$SLATE_PYSPDXTOOLS`, the CI virtualenv,
+/// or PATH.
+pub fn pyspdxtools() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("SLATE_PYSPDXTOOLS").map(PathBuf::from),
+        Some(PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/target/spdx-venv/bin/pyspdxtools"
+        ))),
+        Some(PathBuf::from("pyspdxtools")),
+    ];
+    candidates.into_iter().flatten().find(|p| {
+        Command::new(p)
+            .arg("--help")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
+/// The independent validator accepts the SBOM at `path`.
+pub fn assert_valid_spdx(tool: &Path, path: &Path) {
+    let v = Command::new(tool).arg("-i").arg(path).output().unwrap();
+    assert!(
+        v.status.success() && !String::from_utf8_lossy(&v.stderr).contains("invalid"),
+        "pyspdxtools rejects {}:\n{}",
+        path.display(),
+        String::from_utf8_lossy(&v.stderr)
+    );
+}
