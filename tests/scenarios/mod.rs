@@ -103,18 +103,18 @@ impl Fixtures {
             },
             // Retries an install by hand once the boot agent is gone (crashed).
             "v1-retry" => Recipe {
-                extra: format!("{}{}", images::COUNTER_SERVICE, RETRY_SERVICE),
+                extra: format!("{}{}", images::COUNTER_SERVICE, retry_service()),
                 ..base("1.0.0")
             },
             // Installs by hand before the boot agent runs: once while the
             // lock is held, once for real, once more while it waits.
             "v1-manual" => Recipe {
-                extra: format!("{}{}", images::COUNTER_SERVICE, MANUAL_SERVICE),
+                extra: format!("{}{}", images::COUNTER_SERVICE, manual_service()),
                 ..base("1.0.0")
             },
             // Fills /data from the second boot on, before the agent runs.
             "v1-datafull" => Recipe {
-                extra: format!("{}{}", images::COUNTER_SERVICE, FILL_SERVICE),
+                extra: format!("{}{}", images::COUNTER_SERVICE, fill_service()),
                 ..base("1.0.0")
             },
             // Soak and power-cut cycles: installs whatever the offer disk holds.
@@ -127,7 +127,7 @@ impl Fixtures {
                     } else {
                         base("x").health
                     },
-                    extra: format!("{}{}", images::COUNTER_SERVICE, OFFER_SERVICE),
+                    extra: format!("{}{}", images::COUNTER_SERVICE, offer_service()),
                     ..base(if name.starts_with("cyc-2") {
                         "2.0.0"
                     } else {
@@ -144,7 +144,7 @@ impl Fixtures {
             // v3 that, once committed, replays an older valid bundle by hand.
             "v3-replay" => Recipe {
                 security_version: 3,
-                extra: format!("{}{}", images::COUNTER_SERVICE, REPLAY_SERVICE),
+                extra: format!("{}{}", images::COUNTER_SERVICE, replay_service()),
                 ..base("3.0.0")
             },
             // A newer version whose security level is below v3's floor.
@@ -219,7 +219,7 @@ impl Fixtures {
     }
 
     /// Writes an offer disk at `out` holding the bundle of `name`, offered
-    /// under `nonce` (see `OFFER_SERVICE`); rewrites only the first sector
+    /// under `nonce` (see `offer_service`); rewrites only the first sector
     /// when `out` already holds that bundle.
     pub fn offer(&self, name: &str, nonce: &str, out: &Path) {
         use std::io::{Seek, SeekFrom, Write};
@@ -253,18 +253,33 @@ impl Fixtures {
     }
 }
 
+/// The lines a service script starts with to act only once the boot has
+/// its verdict and the agent has exited.
+const AFTER_VERDICT: &str = "\
+for i in $(seq 120); do [ -e /run/slate/committed ] && break; sleep 1; done
+for i in $(seq 120); do pidof slate-agent >/dev/null || break; sleep 1; done
+";
+
+/// A script at `/usr/bin/<name>` (TOML basic-string escapes) and the
+/// service that runs it, with `policy` (`restart = "never"`, `wait = true`).
+fn script_service(name: &str, script: &str, policy: &str) -> String {
+    format!(
+        "\n[[rootfs.files]]\ndst = \"/usr/bin/{name}\"\nmode = \"0755\"\n\
+         content = \"\"\"#!/bin/sh\n{script}\"\"\"\n\n\
+         [[service]]\nname = \"{name}\"\nexec = \"/usr/bin/{name}\"\n{policy}\n"
+    )
+}
+
 /// Installs the bundle on an offer disk (`SLATE-OFFER <len> <nonce>` in the
 /// first line, the bundle at 4096) by hand once the boot has its verdict,
 /// once per nonce (remembered on /data); the agent's own media scan does not
 /// see it (no bundle magic at offset 0).
-const OFFER_SERVICE: &str = r##"
-[[rootfs.files]]
-dst = "/usr/bin/take-offer"
-mode = "0755"
-content = """#!/bin/sh
-for i in $(seq 120); do [ -e /run/slate/committed ] && break; sleep 1; done
-for i in $(seq 120); do pidof slate-agent >/dev/null || break; sleep 1; done
-[ -e /dev/vdb ] || exit 0
+fn offer_service() -> String {
+    script_service(
+        "take-offer",
+        &format!(
+            "{AFTER_VERDICT}{}",
+            r#"[ -e /dev/vdb ] || exit 0
 read -r magic len nonce < /dev/vdb
 [ "$magic" = SLATE-OFFER ] || exit 0
 if [ "$(cat /data/offer.last 2>/dev/null)" = "$nonce" ]; then
@@ -275,97 +290,71 @@ echo "$nonce" > /data/offer.tmp && sync && mv /data/offer.tmp /data/offer.last &
 dd if=/dev/vdb bs=4096 skip=1 2>/dev/null | head -c "$len" > /run/offer.slate
 slate-agent install /run/offer.slate
 echo "SLATE-EVENT {\\"event\\":\\"offer\\",\\"rc\\":$?}"
-"""
+"#
+        ),
+        r#"restart = "never""#,
+    )
+}
 
-[[service]]
-name = "take-offer"
-exec = "/usr/bin/take-offer"
-restart = "never"
-"##;
-
-const REPLAY_SERVICE: &str = r##"
-[[rootfs.files]]
-dst = "/usr/bin/replay"
-mode = "0755"
-content = """#!/bin/sh
-for i in $(seq 120); do [ -e /run/slate/committed ] && break; sleep 1; done
-for i in $(seq 120); do pidof slate-agent >/dev/null || break; sleep 1; done
-slate-agent install --no-reboot /dev/vdc
+fn replay_service() -> String {
+    script_service(
+        "replay",
+        &format!(
+            "{AFTER_VERDICT}{}",
+            r#"slate-agent install --no-reboot /dev/vdc
 echo "SLATE-EVENT {\\"event\\":\\"replay\\",\\"rc\\":$?}"
-"""
+"#
+        ),
+        r#"restart = "never""#,
+    )
+}
 
-[[service]]
-name = "replay"
-exec = "/usr/bin/replay"
-restart = "never"
-"##;
+fn retry_service() -> String {
+    script_service(
+        "retry-install",
+        &format!(
+            "{AFTER_VERDICT}{}",
+            r#"slate-agent install /dev/vdb
+"#
+        ),
+        r#"restart = "never""#,
+    )
+}
 
-const RETRY_SERVICE: &str = r##"
-[[rootfs.files]]
-dst = "/usr/bin/retry-install"
-mode = "0755"
-content = """#!/bin/sh
-for i in $(seq 120); do [ -e /run/slate/committed ] && break; sleep 1; done
-for i in $(seq 120); do pidof slate-agent >/dev/null || break; sleep 1; done
-slate-agent install /dev/vdb
-"""
-
-[[service]]
-name = "retry-install"
-exec = "/usr/bin/retry-install"
-restart = "never"
-"##;
-
-const MANUAL_SERVICE: &str = r##"
-[[rootfs.files]]
-dst = "/usr/bin/manual-install"
-mode = "0755"
-content = """#!/bin/sh
-mkdir -p /run/slate
+fn manual_service() -> String {
+    script_service(
+        "manual-install",
+        r#"mkdir -p /run/slate
 flock /run/slate/update.lock slate-agent install --no-reboot /dev/vdb
 echo "SLATE-EVENT {\\"event\\":\\"manual0\\",\\"rc\\":$?}"
 slate-agent install --no-reboot /dev/vdb
 echo "SLATE-EVENT {\\"event\\":\\"manual1\\",\\"rc\\":$?}"
 slate-agent install --no-reboot /dev/vdb
 echo "SLATE-EVENT {\\"event\\":\\"manual2\\",\\"rc\\":$?}"
-"""
+"#,
+        r#"wait = true"#,
+    ) + &script_service(
+        "reboot-after-commit",
+        &format!(
+            "{AFTER_VERDICT}{}",
+            r#"reboot
+"#
+        ),
+        r#"restart = "never""#,
+    )
+}
 
-[[service]]
-name = "manual-install"
-exec = "/usr/bin/manual-install"
-wait = true
-
-[[rootfs.files]]
-dst = "/usr/bin/reboot-after-commit"
-mode = "0755"
-content = """#!/bin/sh
-for i in $(seq 120); do [ -e /run/slate/committed ] && break; sleep 1; done
-for i in $(seq 120); do pidof slate-agent >/dev/null || break; sleep 1; done
-reboot
-"""
-
-[[service]]
-name = "reboot-after-commit"
-exec = "/usr/bin/reboot-after-commit"
-restart = "never"
-"##;
-
-const FILL_SERVICE: &str = r##"
-[[rootfs.files]]
-dst = "/usr/bin/fill-data"
-mode = "0755"
-content = """#!/bin/sh
-[ "$(cat /data/boots)" -ge 2 ] || exit 0
+fn fill_service() -> String {
+    script_service(
+        "fill-data",
+        r#"[ "$(cat /data/boots)" -ge 2 ] || exit 0
 dd if=/dev/zero of=/data/fill bs=1M 2>/dev/null
 sync
 echo "SLATE-EVENT {\\"event\\":\\"filled\\"}"
-"""
-
-[[service]]
-name = "fill-data"
-exec = "/usr/bin/fill-data"
-wait = true
-"##;
+"#,
+        r#"wait = true"#,
+    )
+}
 
 pub fn flip_bit(path: &Path, offset: u64) {
     use std::os::unix::fs::FileExt;
