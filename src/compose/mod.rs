@@ -8,6 +8,7 @@ pub mod initramfs;
 pub mod outdir;
 pub mod preflight;
 pub mod rootfs;
+pub mod runtime;
 
 use crate::recipe::RecipeError;
 use std::path::{Path, PathBuf};

@@ -20,6 +20,7 @@ pub mod console;
 pub mod expect;
 pub mod firmware;
 pub mod kill;
+pub mod net;
 mod run;
 pub mod session;
 
@@ -66,6 +67,8 @@ pub struct QemuOptions {
     pub fault: Option<crate::agent::fault::FaultSpec>,
     /// Fail writes to the system disk with EIO (QEMU's blkdebug driver).
     pub io_error: Option<IoError>,
+    /// A network card on restricted user networking (`None`: no network).
+    pub net: Option<net::UserNet>,
 }
 
 /// Writes the system disk refuses with EIO: every write touching one
@@ -123,6 +126,7 @@ impl QemuOptions {
             accel: None,
             fault: None,
             io_error: None,
+            net: None,
         }
     }
 }

@@ -186,6 +186,7 @@ fn prepare_machine(opts: &QemuOptions, qemu: &Path, work: &Path) -> Result<Machi
         watchdog,
         fault_disk,
         blkdebug,
+        net: opts.net.clone(),
     })
 }
 

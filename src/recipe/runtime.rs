@@ -20,8 +20,9 @@ pub const DEFAULT_NET_MODULES: &[&str] = &["virtio_net"];
 pub const NTP_USER: &str = "ntpd";
 /// Its uid and gid (unless the recipe declares the account itself).
 pub const NTP_UID: u32 = 990;
-/// Where openntpd's unprivileged process is confined (its home).
-pub const NTP_HOME: &str = "/var/lib/openntpd/run";
+/// Where openntpd's unprivileged process is confined (its home: root's,
+/// empty, not writable; the package's /var/lib/openntpd/run holds its socket).
+pub const NTP_HOME: &str = "/var/empty";
 /// The writable path dropbear keeps its host keys in.
 pub const SSH_HOST_KEYS: &str = "/etc/dropbear";
 
