@@ -30,6 +30,11 @@ nothing outside QEMU. --hostfwd tcp:127.0.0.1:2222-:22 (repeatable) makes
 the host's 127.0.0.1:2222 reach the guest's port 22; forwards listen on
 127.0.0.1 only, any other address is refused.
 
+Console input: --type-after EVENT=TEXT types TEXT and Enter on the serial
+console once EVENT was seen (each line after the previous one), e.g. with
+[debug] console = true in the recipe:
+  slate qemu disk.img --type-after committed='id -u' --expect committed
+
 --json prints each event as a JSON line on stdout with \"t\" (seconds since
 QEMU started), \"boot\" (1, +1 on each firmware restart) and \"schema\": 1
 added; a failed run ends with an error object (docs/json.md).
@@ -93,6 +98,10 @@ pub struct QemuArgs {
     /// Forward host 127.0.0.1:PORT to the guest (implies --net)
     #[arg(long, value_name = "[tcp:]127.0.0.1:PORT-:GUESTPORT")]
     pub hostfwd: Vec<crate::qemu::net::HostFwd>,
+
+    /// Type TEXT and Enter on the console once EVENT is seen (repeatable)
+    #[arg(long, value_name = "EVENT=TEXT")]
+    pub type_after: Vec<crate::qemu::typing::ConsoleInput>,
 }
 
 impl QemuArgs {
@@ -114,6 +123,7 @@ impl QemuArgs {
             net: (self.net || !self.hostfwd.is_empty()).then(|| crate::qemu::net::UserNet {
                 hostfwd: self.hostfwd.clone(),
             }),
+            type_after: self.type_after.clone(),
             ..QemuOptions::new(&self.disk)
         }
     }

@@ -95,7 +95,10 @@ pub fn add_files(recipe: &Recipe, tree: &mut Tree, mtime: i64) -> Result<(), Com
     }
     if !recipe.network.ntp.is_empty() {
         put_text(tree, NTPD_CONF, ntpd_conf(recipe), 0o644, mtime)?;
-        tree.mkdir_p(NTP_HOME.as_bytes(), &meta(0o755, mtime))?;
+        // openntpd refuses a privsep home that is not root's (the account
+        // code made it the user's).
+        let id = tree.mkdir_p(NTP_HOME.as_bytes(), &meta(0o755, mtime))?;
+        tree.node_mut(id).meta = meta(0o755, mtime);
     }
     Ok(())
 }

@@ -23,6 +23,7 @@ pub mod kill;
 pub mod net;
 mod run;
 pub mod session;
+pub mod typing;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -69,6 +70,8 @@ pub struct QemuOptions {
     pub io_error: Option<IoError>,
     /// A network card on restricted user networking (`None`: no network).
     pub net: Option<net::UserNet>,
+    /// Lines typed on the serial console once their event was seen.
+    pub type_after: Vec<typing::ConsoleInput>,
 }
 
 /// Writes the system disk refuses with EIO: every write touching one
@@ -127,6 +130,7 @@ impl QemuOptions {
             fault: None,
             io_error: None,
             net: None,
+            type_after: Vec::new(),
         }
     }
 }
