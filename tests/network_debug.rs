@@ -260,3 +260,49 @@ fn network_ssh_console_and_state_across_a_reboot() {
     let status = child.wait().unwrap();
     assert!(status.success(), "slate qemu: {status} {seen:?}");
 }
+
+/// `[state] var = "tmpfs"`: /var is a tmpfs holding the image's /var,
+/// writable, and a static address without DHCP (eth0 on QEMU's network
+/// simply gets the address it is given). The health check proves it all.
+#[test]
+fn var_on_tmpfs_and_a_static_address() {
+    let test = "var_on_tmpfs_and_a_static_address";
+    if !images::have_apt(test) || !images::have_qemu(test) {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let (_, update_key) = keygen(d.path(), "update");
+    let mut r = images::Recipe::counter("1.0.0", &update_key);
+    r.name = "vartmpfs".into();
+    r.health = "grep -q ' /var tmpfs rw' /proc/mounts && test \"$(cat /var/lib/seed/x)\" = seeded \
+        && echo w > /var/lib/seed/y && ip -4 addr show dev eth0 | grep -q 'inet 10.0.2.20/24 ' \
+        && ip route | grep -q '^default via 10.0.2.2 dev eth0' \
+        && grep -qx 'nameserver 10.0.2.3' /etc/resolv.conf && [ \"$(hostname)\" = vartmpfs ]"
+        .into();
+    r.extra = r#"
+[[rootfs.files]]
+dst = "/var/lib/seed/x"
+content = "seeded\n"
+
+[network]
+dns = ["10.0.2.3"]
+
+[[network.interface]]
+name = "eth0"
+address = "10.0.2.20/24"
+gateway = "10.0.2.2"
+
+[state]
+var = "tmpfs"
+"#
+    .into();
+    let out = build_toml(d.path(), "vartmpfs", &r.toml());
+    let run = run_ok(
+        images::slate()
+            .arg("qemu")
+            .arg(out.join("disk.img"))
+            .args(["--net", "--snapshot", "--timeout", "150"])
+            .args(["--expect", "healthy:A", "--expect", "committed:A"]),
+    );
+    assert!(run.status.success());
+}
