@@ -437,7 +437,7 @@ impl Cx<'_> {
             let key = if looks_like_key(v) {
                 check_key_line(v).map_err(|m| self.field_err(k, &field, m))?;
                 AuthorizedKey::Line(v.to_string())
-            } else if v.is_empty() || v.contains('\n') {
+            } else if v.is_empty() {
                 return Err(self.field_err(k, &field, "a public key line or a file of them"));
             } else {
                 AuthorizedKey::File(PathBuf::from(v))
@@ -644,11 +644,10 @@ const KEY_TYPES: &[&str] = &[
     "sk-ecdsa-sha2-nistp256@openssh.com",
 ];
 
-/// Whether a `ssh_authorized_keys` entry is a key line (not a file name).
+/// Whether a `ssh_authorized_keys` entry is a key line: it has a space
+/// (`TYPE DATA [COMMENT]`); anything else names a file.
 fn looks_like_key(s: &str) -> bool {
-    s.split_whitespace()
-        .next()
-        .is_some_and(|t| KEY_TYPES.contains(&t) || t.starts_with("ssh-") || t.starts_with("ecdsa-"))
+    s.contains(char::is_whitespace)
 }
 
 /// Checks one `authorized_keys` line: a known type, then base64 of a key
@@ -836,6 +835,11 @@ writable = ["/etc/app/"]
             AuthorizedKey::File("keys/team.pub".into())
         );
         assert_eq!(r.state.var, VarMode::Data);
+        let r2 = parse("\n[[network.interface]]\nname = \"eth0\"\ndhcp = true\n[debug]\nssh_authorized_keys = [\"ssh-keys/a.pub\"]\n").unwrap();
+        assert_eq!(
+            r2.debug.ssh_authorized_keys,
+            [AuthorizedKey::File("ssh-keys/a.pub".into())]
+        );
         assert_eq!(r.state.writable, ["/etc/app", SSH_HOST_KEYS]);
         assert_eq!(r.runtime_packages(), [SSH_PACKAGE, NTP_PACKAGE]);
         let ntpd = r.users.iter().find(|u| u.name == NTP_USER).unwrap();
