@@ -168,6 +168,79 @@ fn wrong_types_unknown_keys_and_bad_destinations() {
     }
 }
 
+/// Issue 10: `[network]`, `[debug]` and `[state]`, through `slate build`:
+/// one line naming the file, line and field (and a key file's own line).
+#[test]
+fn network_debug_and_state_faults() {
+    let d = tempfile::tempdir().unwrap();
+    let good = base(d.path()).toml();
+    let eth0 = "[[network.interface]]\nname = \"eth0\"\ndhcp = true\n";
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJld8tjnakHlA8V8LnW//Z1AnHrwVJeagaSV5ElYeGZo t";
+    std::fs::write(
+        d.path().join("team.pub"),
+        format!("# team\n{key}\nssh-ed25519 AAAA x\n"),
+    )
+    .unwrap();
+    let cases: Vec<(&str, String, &str, &str)> = vec![
+        (
+            "net-address",
+            "[[network.interface]]\nname = \"eth0\"\naddress = \"10.0.0.2\"\n".into(),
+            "address = ",
+            "network.interface[0].address: invalid address \"10.0.0.2\"",
+        ),
+        (
+            "net-ntp-var",
+            format!("[network]\nntp = [\"pool.ntp.org\"]\n{eth0}"),
+            "ntp = ",
+            "network.ntp: openntpd keeps its drift file",
+        ),
+        (
+            "debug-key-missing",
+            format!("{eth0}[debug]\nssh_authorized_keys = [\"nope.pub\"]\n"),
+            "ssh_authorized_keys",
+            "debug.ssh_authorized_keys[0]: cannot read",
+        ),
+        (
+            "state-writable",
+            "[state]\nwritable = [\"/usr/lib/x\"]\n".into(),
+            "writable = ",
+            "state.writable[0]: must be a path below /etc/",
+        ),
+    ];
+    for (file, extra, needle, want) in cases {
+        let text = format!("{good}\n{extra}");
+        let line = text.lines().position(|l| l.starts_with(needle)).unwrap() + 1;
+        let e = failing_build(d.path(), file, &text);
+        let at = format!("{file}.toml:{line}: {want}");
+        assert!(e.contains(&at), "{e:?} lacks {at:?}");
+    }
+    let e = failing_build(
+        d.path(),
+        "debug-key-line",
+        &format!("{good}\n{eth0}[debug]\nssh_authorized_keys = [\"team.pub\"]\n"),
+    );
+    assert!(
+        e.contains("team.pub:3: ssh-ed25519 key: the key data"),
+        "{e}"
+    );
+
+    // A NIC driver the kernel does not have (known once the kernel is there).
+    if images::have_apt("network_debug_and_state_faults") {
+        let text = format!("{good}\n[network]\nmodules = [\"no_such_nic\"]\n{eth0}");
+        let line = text
+            .lines()
+            .position(|l| l.starts_with("modules = [\"no_"))
+            .unwrap()
+            + 1;
+        let e = failing_build(d.path(), "net-module", &text);
+        let at = format!("net-module.toml:{line}: network.modules[0]: ");
+        assert!(
+            e.contains(&at) && e.contains("no_such_nic"),
+            "{e:?} lacks {at:?}"
+        );
+    }
+}
+
 /// Checked once packages are there (they come from the archive).
 #[test]
 fn missing_escaping_and_changing_sources() {

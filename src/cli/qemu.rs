@@ -24,6 +24,17 @@ Power cuts: --kill-after SECS sends SIGKILL to QEMU SECS after the first
 happened and every --expect was seen before it, e.g.
   slate qemu disk.img --expect installing --kill-after 3 --seed 7
 
+Network: --net gives the guest a virtio NIC on QEMU user networking with
+restrict=on: DHCP hands it 10.0.2.15 (DNS server 10.0.2.3) and it reaches
+nothing outside QEMU. --hostfwd tcp:127.0.0.1:2222-:22 (repeatable) makes
+the host's 127.0.0.1:2222 reach the guest's port 22; forwards listen on
+127.0.0.1 only, any other address is refused.
+
+Console input: --type-after EVENT=TEXT types TEXT and Enter on the serial
+console once EVENT was seen (each line after the previous one), e.g. with
+[debug] console = true in the recipe:
+  slate qemu disk.img --type-after committed='id -u' --expect committed
+
 --json prints each event as a JSON line on stdout with \"t\" (seconds since
 QEMU started), \"boot\" (1, +1 on each firmware restart) and \"schema\": 1
 added; a failed run ends with an error object (docs/json.md).
@@ -79,6 +90,18 @@ pub struct QemuArgs {
     /// Fail writes to partition PART with EIO (at FRAC, default 0.5)
     #[arg(long, value_name = "PART[@FRAC]")]
     pub io_error: Option<crate::qemu::IoError>,
+
+    /// Add a NIC on user networking with restrict=on (see below)
+    #[arg(long)]
+    pub net: bool,
+
+    /// Forward host 127.0.0.1:PORT to the guest (implies --net)
+    #[arg(long, value_name = "[tcp:]127.0.0.1:PORT-:GUESTPORT")]
+    pub hostfwd: Vec<crate::qemu::net::HostFwd>,
+
+    /// Type TEXT and Enter on the console once EVENT is seen (repeatable)
+    #[arg(long, value_name = "EVENT=TEXT")]
+    pub type_after: Vec<crate::qemu::typing::ConsoleInput>,
 }
 
 impl QemuArgs {
@@ -97,6 +120,10 @@ impl QemuArgs {
             memory_mib: self.memory,
             fault: self.fault,
             io_error: self.io_error.clone(),
+            net: (self.net || !self.hostfwd.is_empty()).then(|| crate::qemu::net::UserNet {
+                hostfwd: self.hostfwd.clone(),
+            }),
+            type_after: self.type_after.clone(),
             ..QemuOptions::new(&self.disk)
         }
     }

@@ -383,15 +383,10 @@ fn plan_initramfs_modules<'a>(
     recipe: &Recipe,
     kernel: &'a KernelFiles,
 ) -> Result<super::initramfs::ModulePlan<'a>, ComposeError> {
-    plan_modules(&kernel.modules, &recipe.kernel.modules).map_err(|e| match e {
+    let requested = super::runtime::requested_modules(recipe, &kernel.modules);
+    plan_modules(&kernel.modules, &requested).map_err(|e| match e {
         ModuleError::Unknown { ref name, .. } => {
-            let field = recipe
-                .kernel
-                .modules
-                .iter()
-                .position(|m| m == name)
-                .map(|i| format!("kernel.modules.{i}"))
-                .unwrap_or_else(|| "kernel.modules".into());
+            let field = super::runtime::module_field(recipe, name);
             ComposeError::Recipe(recipe.error(&field, e.to_string()))
         }
         e => ComposeError::Other(e.to_string()),

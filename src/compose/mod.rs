@@ -10,6 +10,7 @@ pub mod outdir;
 pub mod overlay;
 pub mod preflight;
 pub mod rootfs;
+pub mod runtime;
 
 use crate::recipe::RecipeError;
 use std::path::{Path, PathBuf};

@@ -91,7 +91,8 @@ fn read_head(path: &Path, n: usize) -> std::io::Result<Vec<u8>> {
 pub fn check_inputs(recipe: &Recipe, warn: &dyn Fn(&str)) -> Result<(), ComposeError> {
     check_keys(recipe, warn)?;
     check_kernel(recipe)?;
-    check_files(recipe)
+    check_files(recipe)?;
+    super::runtime::authorized_keys(recipe).map(|_| ())
 }
 
 fn check_keys(recipe: &Recipe, warn: &dyn Fn(&str)) -> Result<(), ComposeError> {

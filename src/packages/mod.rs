@@ -97,6 +97,8 @@ fn inputs_for(recipe: &Recipe) -> Result<LockInputs, PackagesError> {
         // init and /bin/sh come from busybox.
         rootfs.push("busybox-static".into());
     }
+    // The SSH server and NTP client `[debug]` and `[network]` ask for.
+    rootfs.extend(recipe.runtime_packages());
     let snapshot = a
         .snapshot
         .as_ref()

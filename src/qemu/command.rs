@@ -72,6 +72,8 @@ pub struct Machine {
     pub fault_disk: Option<PathBuf>,
     /// A blkdebug rules file placed between the system disk and its image.
     pub blkdebug: Option<PathBuf>,
+    /// A network card on restricted user networking.
+    pub net: Option<super::net::UserNet>,
 }
 
 impl Machine {
@@ -143,6 +145,10 @@ impl Machine {
                 "virtio-blk-pci,drive=fault".as_ref(),
             ]);
         }
+        if let Some(net) = &self.net {
+            args.extend(net.args().into_iter().map(OsString::from));
+        }
+        let mut push = |parts: &[&OsStr]| args.extend(parts.iter().map(|p| p.to_os_string()));
         push(&["-device".as_ref(), "i6300esb".as_ref()]);
         match self.watchdog {
             WatchdogSyntax::Action => push(&["-action".as_ref(), "watchdog=reset".as_ref()]),
@@ -194,6 +200,7 @@ mod tests {
             watchdog: WatchdogSyntax::Action,
             fault_disk: None,
             blkdebug: None,
+            net: None,
         }
     }
 

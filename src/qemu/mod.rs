@@ -20,8 +20,10 @@ pub mod console;
 pub mod expect;
 pub mod firmware;
 pub mod kill;
+pub mod net;
 mod run;
 pub mod session;
+pub mod typing;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -66,6 +68,10 @@ pub struct QemuOptions {
     pub fault: Option<crate::agent::fault::FaultSpec>,
     /// Fail writes to the system disk with EIO (QEMU's blkdebug driver).
     pub io_error: Option<IoError>,
+    /// A network card on restricted user networking (`None`: no network).
+    pub net: Option<net::UserNet>,
+    /// Lines typed on the serial console once their event was seen.
+    pub type_after: Vec<typing::ConsoleInput>,
 }
 
 /// Writes the system disk refuses with EIO: every write touching one
@@ -123,6 +129,8 @@ impl QemuOptions {
             accel: None,
             fault: None,
             io_error: None,
+            net: None,
+            type_after: Vec::new(),
         }
     }
 }

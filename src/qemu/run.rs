@@ -52,7 +52,11 @@ pub fn run_with(opts: &QemuOptions, observer: &mut dyn Observer) -> Result<QemuO
     let child = Command::new(&qemu)
         .args(&args)
         .env("TMPDIR", work.path())
-        .stdin(Stdio::null())
+        .stdin(if opts.type_after.is_empty() {
+            Stdio::null()
+        } else {
+            Stdio::piped()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -60,7 +64,8 @@ pub fn run_with(opts: &QemuOptions, observer: &mut dyn Observer) -> Result<QemuO
     let mut qemu_proc = QemuProcess { child, done: None };
     let rx = spawn_readers(&mut qemu_proc.child);
 
-    let mut session = Session::new(opts.expect.clone(), opts.kill_after.map(|k| k.delay()));
+    let mut session = Session::new(opts.expect.clone(), opts.kill_after.map(|k| k.delay()))
+        .with_input(&opts.type_after);
     let mut stderr_tail: Vec<String> = Vec::new();
     let deadline = start + opts.timeout;
     let since_start = |at: Instant| at.saturating_duration_since(start).as_secs_f64();
@@ -105,6 +110,7 @@ pub fn run_with(opts: &QemuOptions, observer: &mut dyn Observer) -> Result<QemuO
         let (closed_at, status) = match rx.recv_timeout(wake.saturating_duration_since(now)) {
             Ok(Msg::Console(bytes, at)) => {
                 console(&bytes, at, &mut session, observer)?;
+                qemu_proc.type_input(&session.take_input())?;
                 if session.finished() {
                     qemu_proc.stop()?;
                     break (ExitReason::ExpectationsMet, at);
@@ -186,6 +192,7 @@ fn prepare_machine(opts: &QemuOptions, qemu: &Path, work: &Path) -> Result<Machi
         watchdog,
         fault_disk,
         blkdebug,
+        net: opts.net.clone(),
     })
 }
 
@@ -337,6 +344,23 @@ struct QemuProcess {
 }
 
 impl QemuProcess {
+    /// Writes `bytes` to the serial console (QEMU's stdin).
+    fn type_input(&mut self, bytes: &[u8]) -> Result<(), QemuError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let stdin = self.child.stdin.as_mut().ok_or_else(|| {
+            QemuError::io(
+                "typing on the console",
+                std::io::ErrorKind::BrokenPipe.into(),
+            )
+        })?;
+        stdin
+            .write_all(bytes)
+            .and_then(|()| stdin.flush())
+            .map_err(|e| QemuError::io("typing on the console (QEMU's stdin)", e))
+    }
+
     /// SIGKILL: the power cut.
     fn kill(&mut self) -> Result<(), QemuError> {
         if self.done.is_none() {

@@ -14,6 +14,7 @@
 use super::boots::BootCounter;
 use super::console::{ConsoleLine, LineSplitter, parse_events};
 use super::expect::{Expectation, ExpectationMatcher};
+use super::typing::{ConsoleInput, Typist};
 use super::{ExitReason, ObservedEvent, Observer, QemuOutcome, TAIL_LINES};
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -32,6 +33,8 @@ pub struct Session {
     tail: VecDeque<String>,
     kill_delay: Option<Duration>,
     installing_at: Option<f64>,
+    typist: Typist,
+    to_type: Vec<u8>,
 }
 
 impl Session {
@@ -47,7 +50,20 @@ impl Session {
             tail: VecDeque::with_capacity(TAIL_LINES),
             kill_delay,
             installing_at: None,
+            typist: Typist::default(),
+            to_type: Vec::new(),
         }
+    }
+
+    /// Types `inputs` on the console, each once its event was seen.
+    pub fn with_input(mut self, inputs: &[ConsoleInput]) -> Self {
+        self.typist = Typist::new(inputs);
+        self
+    }
+
+    /// Console input released by the events seen so far (taken once).
+    pub fn take_input(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.to_type)
     }
 
     /// Feeds console bytes that arrived `t` seconds after QEMU's start.
@@ -92,6 +108,13 @@ impl Session {
             event,
         };
         observer.event(&observed);
+        if let Some(bytes) = self.typist.observe(&observed.event.event) {
+            observer.notice(
+                t,
+                &format!("typing {:?}", String::from_utf8_lossy(&bytes).trim_end()),
+            );
+            self.to_type.extend(bytes);
+        }
         if let Some(met) = self.matcher.observe(&observed.event) {
             let met = met.to_string();
             observer.notice(
@@ -410,6 +433,31 @@ mod tests {
             outcome(&["installing", "installed"], kill, &[installing], killed),
             "power cut at 6.000 s, 1.000 s after `installing` before `installed` was seen \
              (1 of 2 expectations met)"
+        );
+    }
+
+    #[test]
+    fn typing_is_released_by_its_event() {
+        let input: ConsoleInput = "committed=id -u".parse().unwrap();
+        let mut s = Session::new(exps(&["typed"]), None).with_input(&[input]);
+        let mut log = Log::default();
+        s.feed(
+            &event_line(r#"{"event":"booted","slot":"A"}"#),
+            1.0,
+            &mut log,
+        );
+        assert!(s.take_input().is_empty(), "nothing before `committed`");
+        s.feed(
+            &event_line(r#"{"event":"committed","slot":"A"}"#),
+            2.0,
+            &mut log,
+        );
+        assert_eq!(s.take_input(), b"id -u\n");
+        assert!(s.take_input().is_empty(), "typed once");
+        assert!(
+            log.notices.iter().any(|n| n.contains("typing \"id -u\"")),
+            "{:?}",
+            log.notices
         );
     }
 }

@@ -6,6 +6,12 @@
 
 mod locate;
 mod raw;
+mod runtime;
+
+pub use runtime::{
+    Addressing, AuthorizedKey, DEFAULT_NET_MODULES, DebugSpec, Interface, NTP_HOME, NTP_PACKAGE,
+    NTP_USER, NetworkSpec, SSH_HOST_KEYS, SSH_PACKAGE, StateSpec, VarMode, check_key_line,
+};
 
 use crate::units::Bytes;
 use crate::version::Version;
@@ -294,6 +300,12 @@ pub struct Recipe {
     pub users: Vec<User>,
     /// Declared groups (including users' own primary groups).
     pub groups: Vec<Group>,
+    /// Interfaces, host name, DNS, NTP.
+    pub network: NetworkSpec,
+    /// SSH server and console shell.
+    pub debug: DebugSpec,
+    /// Writable `/var` and `/etc` paths.
+    pub state: StateSpec,
     lines: BTreeMap<String, usize>,
 }
 
@@ -450,7 +462,12 @@ impl Cx<'_> {
         let disk = self.disk(&raw.disk, &mut lines)?;
         let update = self.update(&raw.update, &mut lines)?;
         let apt = self.apt(&raw.apt, &mut lines)?;
-        let (users, groups) = self.accounts(&raw.user, &raw.group)?;
+        let (mut users, mut groups) = self.accounts(&raw.user, &raw.group)?;
+        let network = self.network(raw.network.as_ref(), &mut lines)?;
+        let debug = self.debug(raw.debug.as_ref(), &kernel.cmdline, &network, &mut lines)?;
+        let ntp = raw.network.as_ref().and_then(|n| n.ntp.first());
+        let state = self.state(&raw.state, &debug, ntp, &mut lines)?;
+        self.ntp_account(ntp, &mut users, &mut groups)?;
         self.service_users(&raw.service, &users)?;
         rootfs.overlays = self.overlays(&raw.rootfs.overlays, &users, &groups, &mut lines)?;
         Ok(Recipe {
@@ -467,6 +484,9 @@ impl Cx<'_> {
             apt,
             users,
             groups,
+            network,
+            debug,
+            state,
             lines: lines.0,
         })
     }

@@ -25,6 +25,10 @@ pub struct RawRecipe {
     pub user: Vec<Spanned<RawUser>>,
     #[serde(default)]
     pub group: Vec<Spanned<RawGroup>>,
+    pub network: Option<super::runtime::RawNetwork>,
+    pub debug: Option<Spanned<super::runtime::RawDebug>>,
+    #[serde(default)]
+    pub state: super::runtime::RawState,
 }
 
 #[derive(Debug, Deserialize)]
