@@ -448,3 +448,72 @@ fn signature_threshold_is_enforced_on_the_device() {
     assert!(reason.contains("2 required"), "{reason}");
     assert_eq!(events(&o, "installing").len(), 1, "{}", describe(&o));
 }
+
+// --------------------------------------------------------------- issue 11 --
+
+/// No grow events in a boot.
+fn assert_no_grow(o: &QemuOutcome, ctx: &str) {
+    for e in ["data_grown", "data_grow_refused"] {
+        assert!(events(o, e).is_empty(), "{ctx}: {e}\n{}", describe(o));
+    }
+}
+
+/// Issue 11: /data grown to fill a larger disk on first boot. The image
+/// boots once at its own size (nothing to grow), is then written to a disk
+/// 192 MiB larger: that boot grows the data partition and its filesystem
+/// online (`data_grown`) and commits; sgdisk, e2fsck and dumpe2fs confirm
+/// the result on the host, and the count /data held before survives. The
+/// next boot has nothing to do.
+#[test]
+fn data_grows_to_fill_a_larger_disk() {
+    let test = "data-grows";
+    if skip(test) {
+        return;
+    }
+    let f = fixtures();
+    let disk = f.disk("v1", test);
+    let log = f.log(test);
+    let scratch = f.dir.path().join(format!("{test}.data"));
+    let first = boot(&disk, &["app", "committed:A"], &[], 180, &log);
+    assert_met(&first, "boot at the image's size");
+    assert_no_grow(&first, "boot at the image's size");
+    assert_eq!(app_boots(&first), [1], "{}", describe(&first));
+    let before: Vec<_> = (1..=4).map(|n| partition_range(&disk, n)).collect();
+    assert_eq!(before[3].1, 32 << 20);
+
+    grow_disk(&disk, 192 << 20);
+    let grown = boot(&disk, &["app", "data_grown", "committed:A"], &[], 180, &log);
+    assert_met(&grown, "first boot on the larger disk");
+    assert_eq!(app_boots(&grown), [2], "{}", describe(&grown));
+    assert!(
+        events(&grown, "data_grow_refused").is_empty(),
+        "{}",
+        describe(&grown)
+    );
+    let ev = events(&grown, "data_grown");
+    assert_eq!(ev.len(), 1, "{}", describe(&grown));
+    assert_eq!(ev[0]["partition"], "/dev/vda4", "{}", describe(&grown));
+    assert_eq!(ev[0]["old_size"], 32u64 << 20, "{}", describe(&grown));
+    assert_eq!(ev[0]["new_size"], 224u64 << 20, "{}", describe(&grown));
+
+    let part = assert_data_fills_disk(&disk, &scratch, "after growing");
+    assert_eq!(partition_range(&disk, 4), (before[3].0, 224 << 20));
+    for n in 1..=3 {
+        assert_eq!(
+            partition_range(&disk, n as u32),
+            before[n - 1],
+            "partition {n}"
+        );
+    }
+    // Written by the boot at the old size, read and counted on by the
+    // growing boot before the agent ran.
+    assert_eq!(debugfs_cat(&part, "/boots").trim(), "2");
+
+    let again = boot(&disk, &["app", "committed:A"], &[], 180, &log);
+    assert_met(&again, "second boot on the larger disk");
+    assert_no_grow(&again, "second boot on the larger disk");
+    assert_eq!(app_boots(&again), [3], "{}", describe(&again));
+    let part = assert_data_fills_disk(&disk, &scratch, "after the next boot");
+    assert_eq!(debugfs_cat(&part, "/boots").trim(), "3");
+    let _ = std::fs::remove_file(&disk);
+}
