@@ -24,7 +24,7 @@ use super::events::emit;
 use super::fault::{self, FaultPoint};
 use super::system::{self, BlockPartition};
 use crate::filesystems::{ext4, gpt};
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use serde_json::json;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -76,10 +76,8 @@ pub fn grow(params: &BootParams, mount: &Path) -> Result<Option<Grown>> {
     let plan = gpt::plan_grow(&mut disk, guid, ALIGNMENT)
         .with_context(|| format!("the partition table of {}", part.disk.display()))?;
     let (entry, sector) = table_entry(&mut disk, guid, plan.as_ref())?;
-    let fs = fs_size(&part.dev)?;
     let kernel = kernel_size(&part.dev)?;
-    let full = kernel >= entry.size(sector) && kernel / fs.block_size <= fs.blocks;
-    if plan.is_none() && full {
+    if plan.is_none() && kernel >= entry.size(sector) && !fs_has_room(mount, &part.dev, kernel)? {
         return Ok(None);
     }
     ensure!(
@@ -144,14 +142,33 @@ fn kernel_size(dev: &Path) -> Result<u64> {
     Ok(sectors * 512)
 }
 
+/// Whether the filesystem mounted at `mount` from `dev` is smaller than
+/// the `size` bytes the kernel gives `dev`. An unusable data partition (not
+/// mounted there; boot/init.sh reports it) has nothing this stage can do.
+fn fs_has_room(mount: &Path, dev: &Path, size: u64) -> Result<bool> {
+    if !is_mounted(mount, dev)? {
+        return Ok(false);
+    }
+    let fs = fs_size(dev)?;
+    Ok(size / fs.block_size > fs.blocks)
+}
+
+/// Whether `mount` is the root of a filesystem on block device `dev`.
+fn is_mounted(mount: &Path, dev: &Path) -> Result<bool> {
+    let at = rustix::fs::stat(mount).with_context(|| format!("stat {}", mount.display()))?;
+    let node = rustix::fs::stat(dev).with_context(|| format!("stat {}", dev.display()))?;
+    Ok(at.st_dev == node.st_rdev)
+}
+
 /// /data must be the filesystem of the data partition (not the tmpfs
 /// boot/init.sh mounts when the partition is unusable).
 fn require_mounted(mount: &Path, dev: &Path) -> Result<()> {
-    let at = rustix::fs::stat(mount).with_context(|| format!("stat {}", mount.display()))?;
-    let node = rustix::fs::stat(dev).with_context(|| format!("stat {}", dev.display()))?;
-    if at.st_dev != node.st_rdev {
-        bail!("{} is not mounted from {}", mount.display(), dev.display());
-    }
+    ensure!(
+        is_mounted(mount, dev)?,
+        "{} is not mounted from {}",
+        mount.display(),
+        dev.display()
+    );
     Ok(())
 }
 
