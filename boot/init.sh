@@ -137,8 +137,10 @@ if [ -n "$DATA_GUID" ] && find_partition "$DATA_GUID" && DATA_DEV=$DEV \
     && mount -t ext4 -o rw,noatime "/dev/$DATA_DEV" /newroot/data; then
     :
 else
-    # Keep booting so the device stays reachable; the agent reports it.
+    # Keep booting so the device stays reachable; the agent reports it
+    # (also when the partition was found but would not mount).
     log "data partition unavailable; using a tmpfs for /data"
+    DATA_DEV=
     mount -t tmpfs -o mode=0755 tmpfs /newroot/data
 fi
 

@@ -110,6 +110,7 @@ fn phases_after_cut(point: FaultPoint) -> &'static [&'static str] {
         TrialAfterFailedSaved | TrialAfterMarkBad | RollbackAfterDisable => &["failed"],
         RollbackAfterSaved | CommitAfterSaved => &["idle"],
         AbandonAfterDisable => &["installing"],
+        GrowAfterBackup => &["idle"],
     }
 }
 
@@ -614,4 +615,66 @@ fn bundle_changed_between_verify_and_write_is_caught() {
     let len = std::fs::metadata(&rootfs).unwrap().len();
     let (off, _) = partition_range(&disk, 2);
     assert_eq!(sha256_range(&disk, off, len), images::sha256sum(&rootfs));
+}
+
+/// Issue 11: the power fails while /data grows on a larger disk, right
+/// after the new backup GPT was synced at the end of the disk and before the
+/// primary was rewritten. The primary still describes the image's size and
+/// /data is intact; the next boot redoes the table from it, grows the
+/// filesystem and commits, and the host finds the grown disk clean.
+fn cut_while_growing(f: &Fixtures, disk: &Path, point: FaultPoint, test: &str) {
+    let (off, len) = partition_range(disk, 4);
+    grow_disk(disk, 192 << 20);
+    let spec = FaultSpec {
+        point,
+        action: FaultAction::PowerOff,
+    };
+    let o = boot_with(disk, &[], &[], 240, &f.log(test), |o| o.fault = Some(spec));
+    let fired: Vec<_> = events(&o, "fault")
+        .iter()
+        .map(|e| e["point"].clone())
+        .collect();
+    assert_eq!(fired, [point.name()], "{}", describe(&o));
+    assert!(events(&o, "data_grown").is_empty(), "{}", describe(&o));
+    // The primary table (what sgdisk reads first) still has the old /data,
+    // and the filesystem on it is consistent.
+    assert_eq!(
+        partition_range(disk, 4),
+        (off, len),
+        "{test}: primary changed"
+    );
+    let scratch = f.dir.path().join(format!("{test}.data"));
+    assert!(!data_file(disk, &scratch, "/boots").trim().is_empty());
+
+    let o = boot_with(
+        disk,
+        &["data_grown", "committed:A"],
+        &[],
+        240,
+        &f.log(test),
+        |_| {},
+    );
+    assert_met(&o, &format!("{test}: restart"));
+    let ev = events(&o, "data_grown");
+    assert_eq!(ev[0]["old_size"], len, "{}", describe(&o));
+    assert_eq!(ev[0]["new_size"], len + (192 << 20), "{}", describe(&o));
+    assert!(
+        events(&o, "data_grow_refused").is_empty(),
+        "{}",
+        describe(&o)
+    );
+    assert_data_fills_disk(disk, &scratch, test);
+    assert_committed_entry(disk, "a", test);
+}
+
+#[test]
+fn cut_while_growing_data_after_the_backup_gpt() {
+    let test = "grow-after-backup";
+    if skip(test) {
+        return;
+    }
+    let f = fixtures();
+    let disk = f.disk("v1", test);
+    cut_while_growing(f, &disk, FaultPoint::GrowAfterBackup, test);
+    let _ = std::fs::remove_file(&disk);
 }

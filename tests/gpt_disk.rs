@@ -421,3 +421,117 @@ fn wait_for_partitions(dev: &str, n: u32) -> bool {
     }
     false
 }
+
+/// `sgdisk -p`'s last usable sector and the disk's size in sectors.
+fn usable_end(disk: &Path) -> (u64, u64) {
+    let print = sgdisk(&["-p"], disk);
+    let last = field(&print, "First usable sector is")
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.trim_end_matches(',').parse().ok())
+        .unwrap_or_else(|| panic!("no last usable sector in:\n{print}"));
+    let sectors = print
+        .lines()
+        .find_map(|l| l.strip_prefix("Disk "))
+        .and_then(|l| l.split(": ").nth(1))
+        .and_then(|v| v.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no disk size in:\n{print}"));
+    (last, sectors)
+}
+
+/// The data partition's first and last sector per `sgdisk -i 4`.
+fn data_extent(disk: &Path) -> (u64, u64) {
+    let info = sgdisk(&["-i", "4"], disk);
+    let num = |k: &str| -> u64 { field(&info, k).split(' ').next().unwrap().parse().unwrap() };
+    (num("First sector:"), num("Last sector:"))
+}
+
+/// Issue 11: /data grown on a larger disk. The rewritten table verifies
+/// with sgdisk (backup at the end of the disk), the data partition ends
+/// within one MiB of the last usable sector in whole MiB, and an
+/// interrupted rewrite (backup written, primary not; or a torn primary) is
+/// finished by the next plan.
+#[test]
+fn grown_table_fills_the_disk_and_verifies_with_sgdisk() {
+    let test = "grown_table_fills_the_disk_and_verifies_with_sgdisk";
+    if skip_without(test, &["sgdisk"]) {
+        return;
+    }
+    let disk = assemble();
+    let data = disk.layout.partitions[3].guid;
+    let grow_by = 192 * MIB + 7 * 512;
+    let open = || {
+        fs::File::options()
+            .read(true)
+            .write(true)
+            .open(&disk.path)
+            .unwrap()
+    };
+    let mut f = open();
+    f.set_len(200 * MIB + grow_by).unwrap();
+    let total = (200 * MIB + grow_by) / 512;
+    let before = sgdisk(&["-v"], &disk.path);
+    assert!(!before.contains("No problems found"), "{before}");
+
+    // The cut after the backup: the primary still rules, the plan is redone.
+    let plan = gpt::plan_grow(&mut f, data, MIB).unwrap().unwrap();
+    plan.write_backup(&mut f).unwrap();
+    drop(f);
+    assert_eq!(data_extent(&disk.path), {
+        let p = &disk.layout.partitions[3];
+        (p.first_lba, p.last_lba)
+    });
+    let mut f = open();
+    let plan = gpt::plan_grow(&mut f, data, MIB).unwrap().unwrap();
+    assert!(!plan.restores_primary());
+    assert_eq!(plan.old_size(), 38 * MIB);
+    assert_eq!(plan.new_size(), (38 + 192) * MIB);
+    plan.write_backup(&mut f).unwrap();
+    plan.write_primary(&mut f).unwrap();
+    drop(f);
+
+    let verify = sgdisk(&["-v"], &disk.path);
+    assert!(verify.contains("No problems found"), "{verify}");
+    let (last_usable, sectors) = usable_end(&disk.path);
+    assert_eq!(sectors, total);
+    assert_eq!(last_usable, total - 34, "the backup sits at the end");
+    let (first, last) = data_extent(&disk.path);
+    assert_eq!(first, disk.layout.partitions[3].first_lba);
+    assert_eq!((last + 1 - first) % 2048, 0, "whole MiB");
+    assert!(
+        last <= last_usable && last_usable - last < 2048,
+        "{last} {last_usable}"
+    );
+    // Everything else as it was.
+    let mut grown = disk.layout.clone();
+    grown.partitions[3].last_lba = last;
+    check_with_sgdisk(&disk.path, &grown);
+
+    // A torn primary (new header over the old entries) after a further
+    // growth: sgdisk sees the damage, our plan restores it from the backup.
+    let mut f = open();
+    f.set_len(200 * MIB + grow_by + 64 * MIB).unwrap();
+    let mut old_entries = vec![0u8; 32 * 512];
+    f.seek(SeekFrom::Start(1024)).unwrap();
+    f.read_exact(&mut old_entries).unwrap();
+    let plan = gpt::plan_grow(&mut f, data, MIB).unwrap().unwrap();
+    plan.write_backup(&mut f).unwrap();
+    plan.write_primary(&mut f).unwrap();
+    f.seek(SeekFrom::Start(1024)).unwrap();
+    f.write_all(&old_entries).unwrap();
+    drop(f);
+    let torn = sgdisk(&["-v"], &disk.path);
+    assert!(!torn.contains("No problems found"), "{torn}");
+    let mut f = open();
+    let repair = gpt::plan_grow(&mut f, data, MIB).unwrap().unwrap();
+    assert!(repair.restores_primary());
+    repair.write_backup(&mut f).unwrap();
+    repair.write_primary(&mut f).unwrap();
+    assert!(gpt::plan_grow(&mut f, data, MIB).unwrap().is_none());
+    drop(f);
+    let verify = sgdisk(&["-v"], &disk.path);
+    assert!(verify.contains("No problems found"), "{verify}");
+    let (first, last) = data_extent(&disk.path);
+    assert_eq!(last + 1 - first, (38 + 192 + 64) * 2048);
+}

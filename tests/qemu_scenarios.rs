@@ -448,3 +448,165 @@ fn signature_threshold_is_enforced_on_the_device() {
     assert!(reason.contains("2 required"), "{reason}");
     assert_eq!(events(&o, "installing").len(), 1, "{}", describe(&o));
 }
+
+// --------------------------------------------------------------- issue 11 --
+
+/// No grow events in a boot.
+fn assert_no_grow(o: &QemuOutcome, ctx: &str) {
+    for e in ["data_grown", "data_grow_refused"] {
+        assert!(events(o, e).is_empty(), "{ctx}: {e}\n{}", describe(o));
+    }
+}
+
+/// Issue 11: /data grown to fill a larger disk on first boot. The image
+/// boots once at its own size (nothing to grow), is then written to a disk
+/// 192 MiB larger: that boot grows the data partition and its filesystem
+/// online (`data_grown`) and commits; sgdisk, e2fsck and dumpe2fs confirm
+/// the result on the host, and the count /data held before survives. The
+/// next boot has nothing to do.
+#[test]
+fn data_grows_to_fill_a_larger_disk() {
+    let test = "data-grows";
+    if skip(test) {
+        return;
+    }
+    let f = fixtures();
+    let disk = f.disk("v1", test);
+    let log = f.log(test);
+    let scratch = f.dir.path().join(format!("{test}.data"));
+    let first = boot(&disk, &["app", "committed:A"], &[], 180, &log);
+    assert_met(&first, "boot at the image's size");
+    assert_no_grow(&first, "boot at the image's size");
+    assert_eq!(app_boots(&first), [1], "{}", describe(&first));
+    let before: Vec<_> = (1..=4).map(|n| partition_range(&disk, n)).collect();
+    assert_eq!(before[3].1, 32 << 20);
+
+    grow_disk(&disk, 192 << 20);
+    let grown = boot(&disk, &["app", "data_grown", "committed:A"], &[], 180, &log);
+    assert_met(&grown, "first boot on the larger disk");
+    assert_eq!(app_boots(&grown), [2], "{}", describe(&grown));
+    assert!(
+        events(&grown, "data_grow_refused").is_empty(),
+        "{}",
+        describe(&grown)
+    );
+    let ev = events(&grown, "data_grown");
+    assert_eq!(ev.len(), 1, "{}", describe(&grown));
+    assert_eq!(ev[0]["partition"], "/dev/vda4", "{}", describe(&grown));
+    assert_eq!(ev[0]["old_size"], 32u64 << 20, "{}", describe(&grown));
+    assert_eq!(ev[0]["new_size"], 224u64 << 20, "{}", describe(&grown));
+
+    let part = assert_data_fills_disk(&disk, &scratch, "after growing");
+    assert_eq!(partition_range(&disk, 4), (before[3].0, 224 << 20));
+    for n in 1..=3 {
+        assert_eq!(
+            partition_range(&disk, n as u32),
+            before[n - 1],
+            "partition {n}"
+        );
+    }
+    // Written by the boot at the old size, read and counted on by the
+    // growing boot before the agent ran.
+    assert_eq!(debugfs_cat(&part, "/boots").trim(), "2");
+
+    let again = boot(&disk, &["app", "committed:A"], &[], 180, &log);
+    assert_met(&again, "second boot on the larger disk");
+    assert_no_grow(&again, "second boot on the larger disk");
+    assert_eq!(app_boots(&again), [3], "{}", describe(&again));
+    let part = assert_data_fills_disk(&disk, &scratch, "after the next boot");
+    assert_eq!(debugfs_cat(&part, "/boots").trim(), "3");
+    let _ = std::fs::remove_file(&disk);
+}
+
+/// Issue 11 at a real device's scale: the image's 32 MiB /data on a disk
+/// 32 GiB larger. ext4 then needs more group descriptor blocks than the
+/// image has (slate's writer reserves none), so the kernel converts the
+/// filesystem to `meta_bg` while growing it online; e2fsck and dumpe2fs
+/// check the result.
+#[test]
+fn data_grows_across_group_descriptor_blocks() {
+    let test = "data-grows-32g";
+    if skip(test) {
+        return;
+    }
+    let f = fixtures();
+    let disk = f.disk("v1", test);
+    grow_disk(&disk, 32 << 30);
+    let o = boot(
+        &disk,
+        &["data_grown", "committed:A"],
+        &[],
+        240,
+        &f.log(test),
+    );
+    assert_met(&o, "first boot on a 32 GiB larger disk");
+    let ev = events(&o, "data_grown");
+    assert_eq!(ev[0]["old_size"], 32u64 << 20, "{}", describe(&o));
+    assert_eq!(
+        ev[0]["new_size"],
+        (32u64 << 30) + (32 << 20),
+        "{}",
+        describe(&o)
+    );
+    let scratch = f.dir.path().join(format!("{test}.data"));
+    let part = assert_data_fills_disk(&disk, &scratch, test);
+    let out = run_ok(Command::new("dumpe2fs").arg("-h").arg(&part));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let features = text
+        .lines()
+        .find(|l| l.starts_with("Filesystem features:"))
+        .unwrap_or_default();
+    assert!(features.contains("meta_bg"), "{features}");
+    let _ = std::fs::remove_file(&part);
+    let _ = std::fs::remove_file(&disk);
+}
+
+/// Issue 11: when /data cannot be grown safely the device says so and boots
+/// on. Here the data filesystem is unusable (its superblock magic is
+/// gone, so the initramfs mounts a tmpfs on /data) on a larger disk: the
+/// agent reports `data_grow_refused` naming the partition, commits the
+/// boot, and the partition table is untouched (no backup at the end). On a
+/// disk of the image's size the same unusable /data gives no grow event
+/// (nothing to grow; the boot's `warning` reports the partition).
+#[test]
+fn data_grow_is_refused_when_data_is_unusable() {
+    use std::os::unix::fs::FileExt;
+    let test = "data-grow-refused";
+    if skip(test) {
+        return;
+    }
+    let f = fixtures();
+    let disk = f.disk("v1", test);
+    let (off, len) = partition_range(&disk, 4);
+    let file = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+    file.write_all_at(&[0, 0], off + 1024 + 0x38).unwrap();
+    drop(file);
+    let o = boot(&disk, &["warning", "committed:A"], &[], 180, &f.log(test));
+    assert_met(&o, "unusable /data at the image's size");
+    assert_no_grow(&o, "unusable /data at the image's size");
+    grow_disk(&disk, 192 << 20);
+    let o = boot(
+        &disk,
+        &["data_grow_refused", "committed:A"],
+        &[],
+        180,
+        &f.log(test),
+    );
+    assert_met(&o, "refused growth");
+    assert!(events(&o, "data_grown").is_empty(), "{}", describe(&o));
+    let reason = events(&o, "data_grow_refused")[0]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        reason.contains("/data is not mounted from /dev/vda4"),
+        "{reason}"
+    );
+    assert_eq!(partition_range(&disk, 4), (off, len));
+    let mut last = [0xFFu8; 512];
+    let file = std::fs::File::open(&disk).unwrap();
+    let size = file.metadata().unwrap().len();
+    file.read_exact_at(&mut last, size - 512).unwrap();
+    assert_eq!(last, [0u8; 512], "a backup GPT was written");
+    let _ = std::fs::remove_file(&disk);
+}

@@ -1,4 +1,5 @@
-//! `slate-agent boot`: what happens after every boot. Work out what this
+//! `slate-agent boot`: what happens after every boot. Grow /data when the
+//! disk is larger than the image ([`super::grow`]), work out what this
 //! boot is (trial, fallback after a failed trial, interrupted install,
 //! ordinary), run the health check, then commit or fall back; afterwards
 //! look for an update on removable media.
@@ -142,6 +143,8 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
             ("version", json!(dev.config.version)),
         ],
     );
+    // Early, before the verdict: an image on a larger disk gets all of it.
+    super::grow::run(&dev.params);
     let _lock = UpdateLock::wait(std::path::Path::new(LOCK_PATH), LOCK_WAIT)?;
     let mut ledger = open_ledger(&dev);
     if ledger.fresh {

@@ -1,5 +1,6 @@
-//! Named fault points in the agent's install, boot-verdict, commit and
-//! rollback paths, for tests that stop the device at exactly one instant.
+//! Named fault points in the agent's install, boot-verdict, commit,
+//! rollback and /data growth paths, for tests that stop the device at
+//! exactly one instant.
 //!
 //! The names are always compiled (so `slate qemu --fault` can check them);
 //! firing is compiled only with the `fault-injection` cargo feature, which
@@ -98,6 +99,8 @@ fault_points! {
         "An interrupted install's slot was taken out of the boot order; the state still says `installing`.",
     CommitAfterSaved = "commit.after_saved":
         "The commit (and the raised floor) was saved; nothing else happened yet.",
+    GrowAfterBackup = "grow.after_backup":
+        "Growing /data on a larger disk: the new backup GPT is at the end of the disk and synced; the primary still describes the old size.",
 }
 
 impl fmt::Display for FaultPoint {

@@ -8,6 +8,7 @@ pub mod cmdline;
 pub mod config;
 pub mod events;
 pub mod fault;
+pub mod grow;
 pub mod health;
 pub mod install;
 pub mod lock;

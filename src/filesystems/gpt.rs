@@ -9,14 +9,19 @@
 //! - [`read_table`] / [`read_partitions`] read a disk's table on the device,
 //!   checking both CRCs and falling back to the backup header when the
 //!   primary is damaged.
+//! - [`plan_grow`] and [`GrowPlan`] rewrite a table read from a device
+//!   larger than the table says, so that its last partition fills the
+//!   device, in an order a power cut cannot break (on the device, for /data).
 //!
 //! 512-byte sectors and the standard 128 entries of 128 bytes throughout
 //! (the reader also accepts 4096-byte sectors and other entry counts).
 
+mod grow;
 mod guid;
 mod layout;
 mod reader;
 
+pub use grow::{GrowDevice, GrowError, GrowPlan, plan_grow};
 pub use guid::{Guid, ParseGuidError};
 pub use layout::plan_disk;
 pub use reader::{Corruption, GptTable, PartitionInfo, read_partitions, read_table};

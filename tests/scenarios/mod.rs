@@ -559,3 +559,110 @@ pub fn assert_esp_clean(disk: &Path, scratch: &Path, ctx: &str) {
     );
     let _ = std::fs::remove_file(part);
 }
+
+/// Makes `disk` larger by `bytes` (sparse), as if it was written to a
+/// bigger device.
+pub fn grow_disk(disk: &Path, bytes: u64) {
+    let f = std::fs::OpenOptions::new().write(true).open(disk).unwrap();
+    let len = f.metadata().unwrap().len();
+    f.set_len(len + bytes).unwrap();
+}
+
+/// Copies partition `n` of `disk` to `out`, reading only the disk's data
+/// segments (a partition grown to tens of GiB is mostly holes, which dd
+/// would read through).
+pub fn extract_partition_sparse(disk: &Path, n: u32, out: &Path) -> PathBuf {
+    use std::os::unix::fs::FileExt;
+    let (off, len) = partition_range(disk, n);
+    let src = std::fs::File::open(disk).unwrap();
+    let dst = std::fs::File::create(out).unwrap();
+    dst.set_len(len).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    for r in slate::io::sparse::data_ranges(&src, off + len).unwrap() {
+        let mut pos = r.start.max(off);
+        while pos < r.end {
+            let k = ((r.end - pos) as usize).min(buf.len());
+            src.read_exact_at(&mut buf[..k], pos).unwrap();
+            dst.write_all_at(&buf[..k], pos - off).unwrap();
+            pos += k as u64;
+        }
+    }
+    out.to_path_buf()
+}
+
+/// `dumpe2fs -h` field `key` (e.g. "Block count:") as a number.
+fn dumpe2fs_field(part: &Path, key: &str) -> u64 {
+    let out = run_ok(Command::new("dumpe2fs").arg("-h").arg(part));
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("dumpe2fs -h: no {key}\n{text}"))
+}
+
+/// Issue 11: after /data grew, as independent tools see it: `sgdisk -v`
+/// finds no problem and the backup table at the end of the disk, the data
+/// partition (4) is whole MiB and ends less than 1 MiB before the last
+/// usable sector, its filesystem (journal replayed by `e2fsck -E
+/// journal_only`, nothing else repaired) passes `e2fsck -fn`, and its block
+/// count covers the partition. Returns the extracted partition.
+pub fn assert_data_fills_disk(disk: &Path, scratch: &Path, ctx: &str) -> PathBuf {
+    let sgdisk = |args: &[&str]| {
+        let out = run_ok(Command::new("sgdisk").args(args).arg(disk));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let verify = sgdisk(&["-v"]);
+    assert!(
+        verify.contains("No problems found"),
+        "{ctx}: sgdisk -v\n{verify}"
+    );
+    let print = sgdisk(&["-p"]);
+    let last_usable: u64 = print
+        .lines()
+        .find_map(|l| l.split("last usable sector is ").nth(1))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{ctx}: sgdisk -p\n{print}"));
+    let sectors = std::fs::metadata(disk).unwrap().len() / 512;
+    assert_eq!(
+        last_usable,
+        sectors - 34,
+        "{ctx}: backup GPT not at the end\n{print}"
+    );
+    let (off, len) = partition_range(disk, 4);
+    let end = (off + len) / 512 - 1;
+    assert_eq!(len % (1 << 20), 0, "{ctx}: /data is not whole MiB");
+    assert!(
+        end <= last_usable && last_usable - end < 2048,
+        "{ctx}: /data ends at {end}, the last usable sector is {last_usable}\n{print}"
+    );
+    let part = extract_partition_sparse(disk, 4, scratch);
+    let replay = Command::new("e2fsck")
+        .args(["-E", "journal_only", "-y"])
+        .arg(&part)
+        .output()
+        .expect("running e2fsck");
+    assert!(
+        replay.status.code().is_some_and(|c| c <= 1),
+        "{ctx}: e2fsck -E journal_only: {}",
+        String::from_utf8_lossy(&replay.stdout)
+    );
+    let check = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(&part)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{ctx}: e2fsck -fn on the grown /data:\n{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let blocks = dumpe2fs_field(&part, "Block count:");
+    let block_size = dumpe2fs_field(&part, "Block size:");
+    assert_eq!(
+        blocks * block_size,
+        len,
+        "{ctx}: the filesystem does not fill /data"
+    );
+    part
+}

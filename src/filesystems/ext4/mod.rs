@@ -15,6 +15,9 @@
 //! contents in large chunks, writes in ascending order and skips all-zero
 //! blocks, so memory does not depend on file sizes and the output is sparse.
 //! See `docs/ext4-writer.md` for the layout choices.
+//!
+//! [`read_size`] reads an existing filesystem's size back (the agent grows
+//! /data online by it).
 
 mod alloc;
 mod block_writer;
@@ -26,9 +29,12 @@ mod geometry;
 mod inode;
 mod journal;
 mod plan;
+mod probe;
 mod superblock;
 mod write;
 mod xattr;
+
+pub use probe::{Ext4Size, ProbeError, read_size};
 
 use crate::progress::Progress;
 use crate::tree::Tree;

@@ -132,21 +132,60 @@ impl fmt::Display for Problem {
     }
 }
 
-/// The parts of a header the reader uses.
+/// A checked header: the fields the reader uses, and its bytes as stored
+/// (for rewriting it, see `grow`).
+#[derive(Debug, Clone)]
+pub(super) struct Header {
+    /// Where this header is (`MyLBA`).
+    pub my_lba: u64,
+    /// Where the other header is.
+    pub alternate_lba: u64,
+    /// First usable sector.
+    pub first_usable: u64,
+    /// Last usable sector.
+    pub last_usable: u64,
+    /// Disk GUID.
+    pub disk_guid: Guid,
+    /// First sector of the entry array.
+    pub entries_lba: u64,
+    /// Entries in the array.
+    pub entry_count: u32,
+    /// Bytes per entry.
+    pub entry_size: u32,
+    /// CRC32 of the entry array.
+    pub entries_crc: u32,
+    /// The header's `HeaderSize` bytes as read.
+    pub raw: Vec<u8>,
+}
+
+impl Header {
+    /// Bytes of the entry array.
+    pub fn entries_bytes(&self) -> u64 {
+        u64::from(self.entry_count) * u64::from(self.entry_size)
+    }
+}
+
+/// A valid table as stored: the header it was read from and its raw entry
+/// array, for rewriting it (see `grow`).
 #[derive(Debug)]
-struct Header {
-    alternate_lba: u64,
-    first_usable: u64,
-    last_usable: u64,
-    disk_guid: Guid,
-    entries_lba: u64,
-    entry_count: u32,
-    entry_size: u32,
-    entries_crc: u32,
+pub(super) struct RawTable {
+    /// What the table says.
+    pub table: GptTable,
+    /// The header that was used (the primary unless `table.from_backup`).
+    pub header: Header,
+    /// The entry array, `header.entries_bytes()` long.
+    pub entries: Vec<u8>,
+    /// Size of the device in bytes.
+    pub device_len: u64,
 }
 
 /// Reads and checks the partition table of `dev` (a disk image or block device).
 pub fn read_table(dev: &mut (impl Read + Seek)) -> Result<GptTable, GptError> {
+    Ok(read_raw(dev)?.table)
+}
+
+/// [`read_table`], keeping the header and entry array as stored.
+pub(super) fn read_raw(dev: &mut (impl Read + Seek)) -> Result<RawTable, GptError> {
     let len = dev.seek(SeekFrom::End(0)).map_err(|source| GptError::Io {
         context: "finding the size of the disk".into(),
         source,
@@ -174,7 +213,7 @@ fn read_with_sector_size(
     dev: &mut (impl Read + Seek),
     len: u64,
     sector: u64,
-) -> Result<GptTable, Corruption> {
+) -> Result<RawTable, Corruption> {
     let total = len / sector;
     if total < 3 {
         return Err(Corruption {
@@ -185,7 +224,7 @@ fn read_with_sector_size(
     let primary = read_header(dev, 1, sector, total);
     let primary_err = match primary {
         Ok(h) => match read_entries(dev, &h, sector, total) {
-            Ok(parts) => return Ok(table(h, sector, false, parts)),
+            Ok((parts, arr)) => return Ok(raw_table(h, sector, len, false, parts, arr)),
             Err(p) => (p, Some(h.alternate_lba)),
         },
         Err((p, alternate)) => (p, alternate),
@@ -205,7 +244,7 @@ fn read_with_sector_size(
             .map_err(|e| e.0)
             .and_then(|h| read_entries(dev, &h, sector, total).map(|p| (h, p)));
         match res {
-            Ok((h, parts)) => return Ok(table(h, sector, true, parts)),
+            Ok((h, (parts, arr))) => return Ok(raw_table(h, sector, len, true, parts, arr)),
             Err(p) if i == 0 || p != Problem::NoSignature => backup_err = p,
             Err(_) => {}
         }
@@ -216,14 +255,26 @@ fn read_with_sector_size(
     })
 }
 
-fn table(h: Header, sector: u64, from_backup: bool, partitions: Vec<PartitionInfo>) -> GptTable {
-    GptTable {
-        disk_guid: h.disk_guid,
-        sector_size: sector,
-        from_backup,
-        first_usable_lba: h.first_usable,
-        last_usable_lba: h.last_usable,
-        partitions,
+fn raw_table(
+    header: Header,
+    sector: u64,
+    device_len: u64,
+    from_backup: bool,
+    partitions: Vec<PartitionInfo>,
+    entries: Vec<u8>,
+) -> RawTable {
+    RawTable {
+        table: GptTable {
+            disk_guid: header.disk_guid,
+            sector_size: sector,
+            from_backup,
+            first_usable_lba: header.first_usable,
+            last_usable_lba: header.last_usable,
+            partitions,
+        },
+        header,
+        entries,
+        device_len,
     }
 }
 
@@ -276,6 +327,7 @@ fn read_header(
     let mut guid = [0u8; 16];
     guid.copy_from_slice(&b[56..72]);
     let h = Header {
+        my_lba,
         alternate_lba: alternate,
         first_usable: u64_at(40),
         last_usable: u64_at(48),
@@ -284,6 +336,7 @@ fn read_header(
         entry_count: u32_at(80),
         entry_size: u32_at(84),
         entries_crc: u32_at(88),
+        raw: b[..size as usize].to_vec(),
     };
     if h.first_usable > h.last_usable.saturating_add(1) || h.last_usable >= total {
         return Err((Problem::BadUsableRange, Some(alternate)));
@@ -291,15 +344,16 @@ fn read_header(
     Ok(h)
 }
 
-/// Reads the entry array of `h`, checks its CRC and returns the used entries.
+/// Reads the entry array of `h`, checks its CRC and returns the used
+/// entries and the array as stored.
 fn read_entries(
     dev: &mut (impl Read + Seek),
     h: &Header,
     sector: u64,
     total: u64,
-) -> Result<Vec<PartitionInfo>, Problem> {
+) -> Result<(Vec<PartitionInfo>, Vec<u8>), Problem> {
     let esize = u64::from(h.entry_size);
-    let bytes = u64::from(h.entry_count) * esize;
+    let bytes = h.entries_bytes();
     if esize < 128 || esize % 8 != 0 || bytes == 0 || bytes > MAX_ARRAY_BYTES {
         return Err(Problem::BadEntryGeometry);
     }
@@ -345,5 +399,5 @@ fn read_entries(
             attributes: u64_at(48),
         });
     }
-    Ok(out)
+    Ok((out, arr))
 }
