@@ -77,52 +77,11 @@ fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-/// Runs `command` in the guest through the forward with the host's OpenSSH;
-/// retries while the server is not up yet.
-fn ssh(key: &Path, port: u16, command: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let out = Command::new("ssh")
-            .arg("-i")
-            .arg(key)
-            .args(["-p", &port.to_string()])
-            .args([
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-            ])
-            .args([
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "ConnectTimeout=20",
-                "-o",
-                "LogLevel=ERROR",
-            ])
-            .arg("root@127.0.0.1")
-            .arg(command)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        if out.status.success() {
-            return String::from_utf8_lossy(&out.stdout).into_owned();
-        }
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(
-            Instant::now() < deadline && out.status.code() == Some(255),
-            "ssh {command:?} failed ({}): {err}",
-            out.status
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
-}
-
-/// Sends `command` once, whatever happens to the connection (the guest
-/// reboots or powers off under it).
-fn ssh_once(key: &Path, port: u16, command: &str) {
-    let _ = Command::new("ssh")
-        .arg("-i")
+/// The host's OpenSSH running `command` as root in the guest through the
+/// forward on 127.0.0.1: key only, no host key kept, no prompt.
+fn ssh_command(key: &Path, port: u16, command: &str) -> Command {
+    let mut c = Command::new("ssh");
+    c.arg("-i")
         .arg(key)
         .args(["-p", &port.to_string()])
         .args([
@@ -141,9 +100,33 @@ fn ssh_once(key: &Path, port: u16, command: &str) {
         ])
         .arg("root@127.0.0.1")
         .arg(command)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+        .stdin(Stdio::null());
+    c
+}
+
+/// Runs `command` in the guest through the forward with the host's OpenSSH;
+/// retries while the server is not up yet.
+fn ssh(key: &Path, port: u16, command: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = ssh_command(key, port, command).output().unwrap();
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            Instant::now() < deadline && out.status.code() == Some(255),
+            "ssh {command:?} failed ({}): {err}",
+            out.status
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Sends `command` once, whatever happens to the connection (the guest
+/// reboots or powers off under it).
+fn ssh_once(key: &Path, port: u16, command: &str) {
+    let _ = ssh_command(key, port, command).output().unwrap();
 }
 
 /// `slate qemu` with the forward and the console line, events on a channel.
