@@ -28,12 +28,16 @@ mod extent;
 mod geometry;
 mod inode;
 mod journal;
+mod layout;
 mod plan;
 mod probe;
 mod superblock;
 mod write;
 mod xattr;
 
+pub use layout::{
+    Ext4Layout, LAYOUT_FORMAT, LAYOUT_VERSION, LayoutError, LayoutGroup, LayoutInode, LayoutXattr,
+};
 pub use probe::{Ext4Size, ProbeError, read_size};
 
 use crate::progress::Progress;
@@ -150,6 +154,9 @@ pub enum Ext4Error {
         /// The size asked for.
         size: Bytes,
     },
+    /// The tree cannot be laid out like the previous image.
+    #[error("cannot reuse the previous layout: {0}")]
+    Previous(String),
     /// The output given to the writer is shorter than the image.
     #[error("the output region holds {have} bytes but the image needs {need}")]
     RegionTooSmall {
@@ -275,6 +282,42 @@ impl<'t> Ext4Plan<'t> {
             layout,
             size,
             opts: opts.clone(),
+        })
+    }
+
+    /// Plans the image of `tree` in the geometry of a previous build's
+    /// layout: same size, UUID and hash seed, the same inode number for
+    /// every path that still exists, and the same blocks for every inode
+    /// whose block count did not grow (so an unchanged file stays where it
+    /// was). `opts.size`, `opts.uuid` and `opts.hash_seed` are ignored.
+    /// Fails with [`Ext4Error::Previous`] when the tree does not fit.
+    pub fn with_previous(
+        tree: &'t Tree,
+        opts: &Ext4Options,
+        prev: &Ext4Layout,
+    ) -> Result<Self, Ext4Error> {
+        let bad = |e: LayoutError| Ext4Error::Previous(e.to_string());
+        let mut opts = opts.clone();
+        opts.uuid = Some(prev.uuid().map_err(bad)?);
+        opts.hash_seed = Some(prev.hash_seed().map_err(bad)?);
+        opts.size = Some(Bytes(prev.image_size));
+        check_options(&opts)?;
+        let mut demand = Demand::new(tree, &opts)?;
+        demand.renumber(prev);
+        let journal = plan::journal_blocks(&opts, prev.blocks_count);
+        if journal != prev.journal_blocks {
+            return Err(Ext4Error::Previous(format!(
+                "the journal would be {journal} blocks, the previous image's is {}",
+                prev.journal_blocks
+            )));
+        }
+        let layout =
+            plan::allocate_previous(&demand, prev, journal).map_err(Ext4Error::Previous)?;
+        Ok(Self {
+            demand,
+            layout,
+            size: prev.image_size,
+            opts,
         })
     }
 

@@ -12,7 +12,7 @@ use super::dir::{DirEntry, DirLayout, file_type};
 use super::extent::{ExtentBuilder, Placement};
 use super::geometry::{BLOCK_SIZE, Geometry, GeometryError, MIN_BLOCKS};
 use super::inode::TIME_RANGE;
-use super::{Ext4Error, Ext4Options, dirhash, xattr};
+use super::{Ext4Error, Ext4Layout, Ext4Options, dirhash, xattr};
 use crate::reproducible::derived_uuid;
 use crate::tree::{FileData, MAX_NAME_LEN, Node, NodeId, NodeKind, Tree};
 use sha2::{Digest, Sha256};
@@ -44,6 +44,8 @@ pub(crate) enum InodeSource {
     LostFound,
     /// A node of the tree.
     Node(NodeId),
+    /// A free inode below the highest one in use (only with a previous layout).
+    Free,
 }
 
 /// A shared external attribute block.
@@ -53,6 +55,8 @@ pub(crate) struct XattrBlock {
     pub owner: u32,
     /// How many inodes use it.
     pub refcount: u32,
+    /// SHA-256 of its contents (recorded in the layout file).
+    pub key: [u8; 32],
 }
 
 /// What the tree needs, independent of where it goes.
@@ -398,6 +402,7 @@ impl<'t> Demand<'t> {
                 self.xattr_blocks.push(XattrBlock {
                     owner: ino,
                     refcount: 0,
+                    key,
                 });
             }
             let b = &mut self.xattr_blocks[r as usize - 1];
@@ -483,8 +488,12 @@ pub(crate) struct Layout {
     pub xattr_block_nr: Vec<u64>,
     /// Journal length in blocks (0 without a journal).
     pub journal_blocks: u64,
-    /// First block never allocated: every free block below it is in use.
+    /// First block never allocated: every free block below it is in use
+    /// unless [`Self::used`] says otherwise.
     pub alloc_end: u64,
+    /// With a previous layout: a bitmap of every block in use (metadata
+    /// included), since freed blocks leave holes below [`Self::alloc_end`].
+    pub used: Option<Vec<u64>>,
 }
 
 fn place(a: &mut Allocator<'_>, runs: &[(u64, u64)]) -> Placement {
@@ -551,6 +560,7 @@ pub(crate) fn allocate(
             placements,
             xattr_block_nr,
             journal_blocks,
+            used: None,
         }),
         short => Err(AllocError::Short(short)),
     }
@@ -603,6 +613,335 @@ pub(crate) fn required_blocks(d: &Demand<'_>, opts: &Ext4Options) -> Result<u64,
         }
     }
     Ok(hi)
+}
+
+impl Demand<'_> {
+    /// The first path of every inode in walk order, indexed by inode number
+    /// - 1 ("/" for the root, "/lost+found" for slate's own, empty otherwise).
+    pub fn primary_paths(&self) -> Vec<Vec<u8>> {
+        let mut out = vec![Vec::new(); self.inodes.len()];
+        out[ROOT_INO as usize - 1] = b"/".to_vec();
+        if self.source(LOST_FOUND_INO) == InodeSource::LostFound {
+            out[LOST_FOUND_INO as usize - 1] = b"/lost+found".to_vec();
+        }
+        let mut path: Vec<&[u8]> = Vec::new();
+        for e in &self.tree.walk()[1..] {
+            path.truncate(e.depth - 1);
+            path.push(e.name);
+            let ino = self.ino_of[e.id.index()];
+            if ino == 0 || !out[ino as usize - 1].is_empty() {
+                continue;
+            }
+            let p = &mut out[ino as usize - 1];
+            for c in &path {
+                p.push(b'/');
+                p.extend_from_slice(c);
+            }
+        }
+        out
+    }
+
+    /// Renumbers inodes from 12 up so that every path `prev` has keeps its
+    /// inode number; new paths take the lowest free numbers, in walk order.
+    /// Numbers freed by removed paths below the highest one in use become
+    /// [`InodeSource::Free`].
+    pub fn renumber(&mut self, prev: &Ext4Layout) {
+        let first = LOST_FOUND_INO as usize; // inodes 1..=11 keep their numbers
+        let paths = self.primary_paths();
+        let old: HashMap<&[u8], u32> = prev
+            .inodes
+            .iter()
+            .filter(|i| i.ino > LOST_FOUND_INO)
+            .map(|i| (i.path.as_bytes(), i.ino))
+            .collect();
+        let n = self.inodes.len();
+        // new_of[old ino - 1] = new ino
+        let mut new_of: Vec<u32> = (1..=n as u32).collect();
+        let mut taken = std::collections::BTreeSet::new();
+        let mut pending = Vec::new();
+        for ino in first + 1..=n {
+            match old.get(paths[ino - 1].as_slice()) {
+                Some(&o) if taken.insert(o) => new_of[ino - 1] = o,
+                _ => pending.push(ino),
+            }
+        }
+        let mut next = LOST_FOUND_INO + 1;
+        for ino in pending {
+            while taken.contains(&next) {
+                next += 1;
+            }
+            taken.insert(next);
+            new_of[ino - 1] = next;
+        }
+        let max = taken
+            .last()
+            .copied()
+            .unwrap_or(LOST_FOUND_INO)
+            .max(LOST_FOUND_INO) as usize;
+        let map = |ino: u32| {
+            if ino == 0 {
+                0
+            } else {
+                new_of[ino as usize - 1]
+            }
+        };
+        let mut inodes = vec![InodeSource::Free; max];
+        let mut parent = vec![0; max];
+        let mut links = vec![0; max];
+        let mut dir_blocks = vec![0; max];
+        let mut xattr_ref = vec![0; max];
+        for old_i in 0..n {
+            let j = new_of[old_i] as usize - 1;
+            inodes[j] = self.inodes[old_i];
+            parent[j] = map(self.parent[old_i]);
+            links[j] = self.links[old_i];
+            dir_blocks[j] = self.dir_blocks[old_i];
+            xattr_ref[j] = self.xattr_ref[old_i];
+        }
+        for x in &mut self.xattr_blocks {
+            x.owner = u32::MAX;
+        }
+        for (j, &r) in xattr_ref.iter().enumerate() {
+            if r != 0 {
+                let x = &mut self.xattr_blocks[r as usize - 1];
+                x.owner = x.owner.min(j as u32 + 1);
+            }
+        }
+        for v in &mut self.ino_of {
+            *v = map(*v);
+        }
+        self.inodes = inodes;
+        self.parent = parent;
+        self.links = links;
+        self.dir_blocks = dir_blocks;
+        self.xattr_ref = xattr_ref;
+    }
+
+    /// Logical block runs of inode `ino` (journal of `journal` blocks).
+    fn runs_of(&self, ino: u32, journal: u64) -> Vec<(u64, u64)> {
+        let i = ino as usize - 1;
+        let n = match self.source(ino) {
+            InodeSource::LostFound => LOST_FOUND_BLOCKS,
+            InodeSource::Journal => journal,
+            InodeSource::Node(id) => match &self.tree.node(id).kind {
+                NodeKind::Directory(_) => u64::from(self.dir_blocks[i]),
+                NodeKind::Symlink(t) if t.len() > FAST_SYMLINK_MAX => 1,
+                NodeKind::File(f) => return file_runs(f),
+                _ => 0,
+            },
+            _ => 0,
+        };
+        if n == 0 { Vec::new() } else { vec![(0, n)] }
+    }
+
+    fn kind_name(&self, ino: u32) -> &'static str {
+        match self.source(ino) {
+            InodeSource::LostFound => "dir",
+            InodeSource::Journal => "journal",
+            InodeSource::Node(id) => match &self.tree.node(id).kind {
+                NodeKind::Directory(_) => "dir",
+                NodeKind::File(_) => "file",
+                NodeKind::Symlink(_) => "symlink",
+                _ => "other",
+            },
+            _ => "none",
+        }
+    }
+}
+
+/// A set of blocks in use.
+struct UsedSet(Vec<u64>);
+
+impl UsedSet {
+    fn get(&self, b: u64) -> bool {
+        self.0[(b / 64) as usize] & (1 << (b % 64)) != 0
+    }
+    fn set(&mut self, b: u64) {
+        self.0[(b / 64) as usize] |= 1 << (b % 64);
+    }
+}
+
+/// Hands out free blocks of a [`UsedSet`]: first from `start` to the end,
+/// then from the beginning.
+struct HoleAllocator {
+    start: u64,
+    cursor: u64,
+    end: u64,
+    wrapped: bool,
+}
+
+impl HoleAllocator {
+    fn alloc(&mut self, used: &mut UsedSet, n: u64, out: &mut Vec<u64>) -> bool {
+        for _ in 0..n {
+            loop {
+                if self.cursor >= self.end {
+                    if self.wrapped {
+                        return false;
+                    }
+                    self.wrapped = true;
+                    self.cursor = 0;
+                    self.end = self.start;
+                    continue;
+                }
+                let b = self.cursor;
+                self.cursor += 1;
+                if !used.get(b) {
+                    used.set(b);
+                    out.push(b);
+                    break;
+                }
+            }
+        }
+        true
+    }
+}
+
+/// Places `d` (already [`Demand::renumber`]ed) in the geometry of `prev`,
+/// keeping every inode whose block count did not grow in its old blocks
+/// and putting the rest in free space, first after `prev`'s highest used
+/// block, then in holes from the front.
+pub(crate) fn allocate_previous(
+    d: &Demand<'_>,
+    prev: &Ext4Layout,
+    journal_blocks: u64,
+) -> Result<Layout, String> {
+    let geo = Geometry::new(prev.blocks_count, prev.inodes_count)
+        .map_err(|e| format!("no geometry for {} blocks: {e:?}", prev.blocks_count))?;
+    if !prev.matches(&geo) {
+        return Err("its geometry is not the one this slate makes for that size".into());
+    }
+    if u64::from(d.max_ino()) > geo.inodes_count() {
+        return Err(format!(
+            "the tree needs inode numbers up to {} but the previous image has {} inodes",
+            d.max_ino(),
+            geo.inodes_count()
+        ));
+    }
+    let mut used = UsedSet(vec![0; geo.blocks_count.div_ceil(64) as usize]);
+    for r in &geo.reserved {
+        for b in r.clone() {
+            used.set(b);
+        }
+    }
+    let old: HashMap<u32, &crate::filesystems::ext4::LayoutInode> =
+        prev.inodes.iter().map(|i| (i.ino, i)).collect();
+    let order: Vec<u32> = d
+        .metadata_order()
+        .filter(|&ino| !matches!(d.kind_name(ino), "file"))
+        .chain(d.files().map(|(ino, _)| ino))
+        .chain((journal_blocks > 0).then_some(JOURNAL_INO))
+        .collect();
+    let paths = d.primary_paths();
+
+    // Pass 1: inodes that fit their old blocks take them, in order.
+    let mut data: HashMap<u32, Vec<u64>> = HashMap::new();
+    let mut tree: HashMap<u32, Vec<u64>> = HashMap::new();
+    let mut xattr_block_nr = vec![u64::MAX; d.xattr_blocks.len()];
+    let old_xattr: HashMap<&str, u64> = prev
+        .xattr_blocks
+        .iter()
+        .map(|x| (x.sha256.as_str(), x.block))
+        .collect();
+    for (k, x) in d.xattr_blocks.iter().enumerate() {
+        if let Some(&b) = old_xattr.get(crate::io::hash::hex(&x.key).as_str()) {
+            if b < geo.blocks_count && !used.get(b) {
+                used.set(b);
+                xattr_block_nr[k] = b;
+            }
+        }
+    }
+    for &ino in &order {
+        let Some(o) = old.get(&ino) else { continue };
+        let same_path = ino == JOURNAL_INO || o.path.as_bytes() == paths[ino as usize - 1];
+        if !same_path || o.kind != d.kind_name(ino) {
+            continue;
+        }
+        let runs = d.runs_of(ino, journal_blocks);
+        let need: u64 = runs.iter().map(|r| r.1).sum();
+        let (blocks, old_tree) = super::layout::old_blocks(o);
+        if need == 0 || need > blocks.len() as u64 {
+            continue;
+        }
+        let mine = &blocks[..need as usize];
+        if mine.iter().any(|&b| used.get(b)) {
+            continue;
+        }
+        for &b in mine {
+            used.set(b);
+        }
+        data.insert(ino, mine.to_vec());
+        let t = super::layout::builder_for(&runs, mine).tree_blocks_needed() as usize;
+        if t > 0 && t <= old_tree.len() && old_tree[..t].iter().all(|&b| !used.get(b)) {
+            for &b in &old_tree[..t] {
+                used.set(b);
+            }
+            tree.insert(ino, old_tree[..t].to_vec());
+        }
+    }
+
+    // Pass 2: everything else, in the usual allocation order.
+    let start = prev.alloc_end.min(geo.blocks_count);
+    let mut a = HoleAllocator {
+        start,
+        cursor: start,
+        end: geo.blocks_count,
+        wrapped: false,
+    };
+    let short = || "the new tree does not fit in the previous image's size".to_string();
+    let mut placements = vec![Placement::None; d.max_ino() as usize];
+    for &ino in &order {
+        let i = ino as usize - 1;
+        let xref = d.xattr_ref[i];
+        if xref != 0 && d.xattr_blocks[xref as usize - 1].owner == ino {
+            let k = xref as usize - 1;
+            if xattr_block_nr[k] == u64::MAX {
+                let mut v = Vec::new();
+                if !a.alloc(&mut used, 1, &mut v) {
+                    return Err(short());
+                }
+                xattr_block_nr[k] = v[0];
+            }
+        }
+        let runs = d.runs_of(ino, journal_blocks);
+        let need: u64 = runs.iter().map(|r| r.1).sum();
+        if need == 0 {
+            continue;
+        }
+        let blocks = match data.remove(&ino) {
+            Some(b) => b,
+            None => {
+                let mut v = Vec::with_capacity(need as usize);
+                if !a.alloc(&mut used, need, &mut v) {
+                    return Err(short());
+                }
+                v
+            }
+        };
+        let b = super::layout::builder_for(&runs, &blocks);
+        let t = match tree.remove(&ino) {
+            Some(t) => t,
+            None => {
+                let mut v = Vec::new();
+                if !a.alloc(&mut used, b.tree_blocks_needed(), &mut v) {
+                    return Err(short());
+                }
+                v
+            }
+        };
+        placements[i] = b.finish(t);
+    }
+    let alloc_end = (0..geo.blocks_count)
+        .rev()
+        .find(|&b| used.get(b))
+        .map_or(0, |b| b + 1);
+    Ok(Layout {
+        geo,
+        placements,
+        xattr_block_nr,
+        journal_blocks,
+        alloc_end,
+        used: Some(used.0),
+    })
 }
 
 #[cfg(test)]
@@ -697,7 +1036,8 @@ mod tests {
             d.xattr_blocks,
             [XattrBlock {
                 owner: 12,
-                refcount: 3
+                refcount: 3,
+                key: d.xattr_blocks[0].key,
             }]
         );
         assert_eq!(d.xattr_ref[11..14], [1, 1, 1]);

@@ -15,7 +15,9 @@ use super::dir::{DirLayout, write_empty};
 use super::extent::{self, Placement};
 use super::geometry::{BLOCK_SIZE, Geometry, INODE_SIZE, INODES_PER_BLOCK, has_super};
 use super::inode::{EXTRA_ISIZE, FLAG_EXTENTS, FLAG_INDEX, InodeFields, device_block};
-use super::plan::{FAST_SYMLINK_MAX, InodeSource, JOURNAL_INO, LOST_FOUND_BLOCKS, ROOT_INO};
+use super::plan::{
+    FAST_SYMLINK_MAX, InodeSource, JOURNAL_INO, LOST_FOUND_BLOCKS, Layout, ROOT_INO,
+};
 use super::superblock::{self, GroupDesc, Superblock, bg_flags};
 use super::{Ext4Error, Ext4Plan, Ext4Summary, checksum, dirhash, journal, xattr};
 use crate::progress::Progress;
@@ -36,13 +38,13 @@ fn werr(e: io::Error) -> Ext4Error {
 }
 
 /// Where one file's bytes come from during the write.
-enum Source<'a> {
+pub(crate) enum Source<'a> {
     File(std::fs::File, &'a Path),
     Bytes(&'a [u8]),
 }
 
 impl<'a> Source<'a> {
-    fn open(src: &'a DataSource) -> Result<Self, Ext4Error> {
+    pub(crate) fn open(src: &'a DataSource) -> Result<Self, Ext4Error> {
         match src {
             DataSource::Host(path) => std::fs::File::open(path)
                 .map(|f| Source::File(f, path))
@@ -55,7 +57,7 @@ impl<'a> Source<'a> {
     }
 
     /// Fills `buf` from byte `offset`, or says the source is shorter than planned.
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), ReadFail> {
+    pub(crate) fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), ReadFail> {
         match self {
             Source::File(f, _) => f.read_exact_at(buf, offset).map_err(|e| {
                 if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -74,7 +76,7 @@ impl<'a> Source<'a> {
     }
 }
 
-enum ReadFail {
+pub(crate) enum ReadFail {
     Short,
     Io(io::Error),
 }
@@ -280,7 +282,21 @@ fn write_group_metadata<W: Write + Seek>(
     let groups = geo.group_count();
     let ipg = geo.inodes_per_group;
     let max_ino = d.max_ino();
-    let used_inodes = |g: u32| max_ino.saturating_sub(g * ipg).min(ipg);
+    let in_use = |ino: u32| ino <= max_ino && d.source(ino) != InodeSource::Free;
+    // Inodes in use in group g, and one past the last one in use there.
+    let used_inodes = |g: u32| -> (u32, u32) {
+        let first = g * ipg + 1;
+        let last = max_ino.min(first + ipg - 1);
+        if last < first {
+            return (0, 0);
+        }
+        let n = (first..=last).filter(|&i| in_use(i)).count() as u32;
+        let hw = (first..=last)
+            .rev()
+            .find(|&i| in_use(i))
+            .map_or(0, |i| i - first + 1);
+        (n, hw)
+    };
     let mut dirs = vec![0u32; groups as usize];
     for ino in 1..=max_ino {
         if is_dir(plan, ino) {
@@ -291,15 +307,15 @@ fn write_group_metadata<W: Write + Seek>(
     let mut descs = Vec::with_capacity(groups as usize);
     let (mut free_blocks, mut free_inodes) = (0u64, 0u64);
     for g in 0..groups {
-        let used = block_bitmap(geo, l.alloc_end, g, &mut bitmap);
+        let used = block_bitmap(geo, l, g, &mut bitmap);
         let group_len = geo.group_range(g).end - geo.group_range(g).start;
         let block_bitmap_csum =
             checksum::bitmap(fs_seed, &bitmap[..(geo.blocks_per_group / 8) as usize]);
-        let iused = used_inodes(g);
-        inode_bitmap(iused, ipg, &mut bitmap);
+        let (iused, ihigh) = used_inodes(g);
+        inode_bitmap(g * ipg, ihigh, ipg, &in_use, &mut bitmap);
         let inode_bitmap_csum = checksum::bitmap(fs_seed, &bitmap[..(ipg / 8) as usize]);
         let mut flags = bg_flags::ITABLE_ZEROED;
-        if iused == 0 {
+        if ihigh == 0 {
             flags |= bg_flags::INODE_UNINIT;
         }
         let gl = geo.groups[g as usize];
@@ -311,7 +327,7 @@ fn write_group_metadata<W: Write + Seek>(
             free_inodes: ipg - iused,
             used_dirs: dirs[g as usize],
             flags,
-            itable_unused: ipg - iused,
+            itable_unused: ipg - ihigh,
             block_bitmap_csum,
             inode_bitmap_csum,
         });
@@ -349,25 +365,28 @@ fn write_group_metadata<W: Write + Seek>(
     put(w, 0, &block)?;
     put(w, 1, &gdt)?;
     for g in 0..groups {
-        block_bitmap(geo, l.alloc_end, g, &mut bitmap);
+        block_bitmap(geo, l, g, &mut bitmap);
         put(w, geo.groups[g as usize].block_bitmap, &bitmap)?;
     }
     for g in 0..groups {
-        let iused = used_inodes(g);
-        if iused > 0 {
-            inode_bitmap(iused, ipg, &mut bitmap);
+        let (_, ihigh) = used_inodes(g);
+        if ihigh > 0 {
+            inode_bitmap(g * ipg, ihigh, ipg, &in_use, &mut bitmap);
             put(w, geo.groups[g as usize].inode_bitmap, &bitmap)?;
         }
     }
     for g in 0..groups {
-        let iused = used_inodes(g);
+        let (_, ihigh) = used_inodes(g);
         let table = geo.groups[g as usize].inode_table;
-        for k in 0..iused.div_ceil(INODES_PER_BLOCK) {
+        for k in 0..ihigh.div_ceil(INODES_PER_BLOCK) {
             let slot = w.slot(table + u64::from(k), 1).map_err(werr)?;
             for j in 0..INODES_PER_BLOCK {
                 let ino = g * ipg + k * INODES_PER_BLOCK + j + 1;
                 if ino > max_ino {
                     break;
+                }
+                if !in_use(ino) {
+                    continue;
                 }
                 let at = (j as u64 * INODE_SIZE) as usize;
                 inode_fields(plan, ino).encode(
@@ -419,10 +438,20 @@ fn set_bits(bits: &mut [u8], from: u64, to: u64) {
 /// Group `g`'s block bitmap: reserved metadata plus every block below the
 /// allocation end, with the bits past the group's end set. Returns the
 /// number of blocks in use within the group.
-fn block_bitmap(geo: &Geometry, alloc_end: u64, g: u32, bits: &mut [u8]) -> u64 {
+fn block_bitmap(geo: &Geometry, l: &Layout, g: u32, bits: &mut [u8]) -> u64 {
     bits.fill(0);
     let r = geo.group_range(g);
-    set_bits(bits, 0, alloc_end.min(r.end).saturating_sub(r.start));
+    match &l.used {
+        None => set_bits(bits, 0, l.alloc_end.min(r.end).saturating_sub(r.start)),
+        Some(used) => {
+            for b in r.clone() {
+                if used[(b / 64) as usize] & (1 << (b % 64)) != 0 {
+                    let k = (b - r.start) as usize;
+                    bits[k / 8] |= 1 << (k % 8);
+                }
+            }
+        }
+    }
     let first = geo.reserved.partition_point(|x| x.end <= r.start);
     for x in geo.reserved[first..].iter().take_while(|x| x.start < r.end) {
         set_bits(
@@ -436,11 +465,15 @@ fn block_bitmap(geo: &Geometry, alloc_end: u64, g: u32, bits: &mut [u8]) -> u64 
     used
 }
 
-/// An inode bitmap with the first `used` inodes in use and the padding
-/// past `ipg` set.
-fn inode_bitmap(used: u32, ipg: u32, bits: &mut [u8]) {
+/// The inode bitmap of the group whose first inode is `base + 1`: the
+/// inodes below `high` for which `in_use` holds, and the padding past `ipg`.
+fn inode_bitmap(base: u32, high: u32, ipg: u32, in_use: &impl Fn(u32) -> bool, bits: &mut [u8]) {
     bits.fill(0);
-    set_bits(bits, 0, u64::from(used));
+    for k in 0..high {
+        if in_use(base + k + 1) {
+            bits[(k / 8) as usize] |= 1 << (k % 8);
+        }
+    }
     set_bits(bits, u64::from(ipg), BLOCK_SIZE * 8);
 }
 
@@ -472,6 +505,7 @@ fn inode_fields(plan: &Ext4Plan<'_>, ino: u32) -> InodeFields {
                 f.time = sb_time;
             }
         }
+        InodeSource::Free => {}
         InodeSource::Journal => {
             f.mode = 0o100600;
             f.size = l.journal_blocks * BLOCK_SIZE;
