@@ -30,6 +30,10 @@ pub struct BuildManifest {
     pub artifacts: Vec<Artifact>,
     /// The full disk image (not part of update bundles).
     pub disk: Option<Artifact>,
+    /// The root filesystem's layout file, for `slate build --previous`
+    /// (not part of update bundles; absent in older manifests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<Artifact>,
     /// Debian packages that went into the image.
     pub packages: Vec<PackageRecord>,
 }
@@ -145,6 +149,7 @@ mod tests {
                 sha256: "00".repeat(32),
             }],
             disk: None,
+            layout: None,
             packages: vec![],
         };
         let d = tempfile::tempdir().unwrap();

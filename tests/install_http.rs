@@ -42,6 +42,7 @@ fn build_dir(dir: &Path) -> PathBuf {
         source_date_epoch: 0,
         artifacts,
         disk: None,
+        layout: None,
         packages: vec![],
     };
     std::fs::write(b.join("manifest.json"), m.to_json()).unwrap();

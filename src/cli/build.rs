@@ -23,6 +23,11 @@ pub struct BuildArgs {
     /// a locked build needs no network.
     #[arg(long, value_name = "DIR")]
     pub vendor: Option<PathBuf>,
+    /// Lay the root filesystem out like a previous build (its output
+    /// directory or its rootfs.layout.json), so that unchanged files keep
+    /// their blocks and update bundles stay small.
+    #[arg(long, value_name = "PREV")]
+    pub previous: Option<PathBuf>,
 }
 
 /// Runs `slate build`.
@@ -36,6 +41,7 @@ pub fn run(args: BuildArgs) -> Result<()> {
         vendor: args.vendor,
         cache: crate::packages::cache_dir(),
         agent,
+        previous: args.previous,
     };
     let out = build(&opts, &crate::progress::status)?;
     if crate::progress::quiet() {

@@ -38,6 +38,8 @@ pub mod files {
     pub const BOOTSPEC: &str = crate::boot_spec::FILE_NAME;
     /// The block map of the disk image, for bmaptool.
     pub const BMAP: &str = "disk.img.bmap";
+    /// Where the root filesystem's blocks are (see docs/ext4-writer.md).
+    pub const LAYOUT: &str = "rootfs.layout.json";
 }
 
 /// What `slate build` was asked to do.
@@ -57,6 +59,32 @@ pub struct BuildOptions {
     pub cache: PathBuf,
     /// The executable embedded as the agent.
     pub agent: PathBuf,
+    /// A previous build directory, or its layout file: lay the root
+    /// filesystem out like that one (same geometry, UUID, inode numbers and
+    /// blocks for unchanged files) so that updates between them are small.
+    pub previous: Option<PathBuf>,
+}
+
+/// Reads the root filesystem layout of a previous build: `path` is a build
+/// directory (its manifest names the layout file) or a layout file.
+pub fn load_previous_layout(path: &Path) -> Result<ext4::Ext4Layout, ComposeError> {
+    let file = if path.is_dir() {
+        let name = match BuildManifest::load(path) {
+            Ok(bm) => bm.layout.map(|a| a.file),
+            Err(_) => None,
+        };
+        path.join(name.unwrap_or_else(|| files::LAYOUT.into()))
+    } else {
+        path.to_path_buf()
+    };
+    let bytes = std::fs::read(&file).map_err(|e| {
+        ComposeError::Other(format!(
+            "previous layout {}: {e} (builds before this slate wrote no layout file)",
+            file.display()
+        ))
+    })?;
+    ext4::Ext4Layout::from_json(&bytes)
+        .map_err(|e| ComposeError::Other(format!("previous layout {}: {e}", file.display())))
 }
 
 /// Result of a build.
@@ -265,11 +293,23 @@ struct Filesystems {
 /// Everything is written into a private work directory that replaces the
 /// output directory only when complete.
 pub fn build(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<BuildOutput, ComposeError> {
+    let previous = opts
+        .previous
+        .as_deref()
+        .map(load_previous_layout)
+        .transpose()?;
     let inputs = resolve_inputs(opts, status)?;
     let unpacked = unpack(&inputs, &opts.cache, status)?;
     let trees = compose_trees(&inputs.recipe, &unpacked, &opts.agent, &opts.cache, status)?;
     let work = super::outdir::work_dir(&inputs.out)?;
-    let fs = write_filesystems(&inputs.recipe, &unpacked, &trees, work.path(), status)?;
+    let fs = write_filesystems(
+        &inputs.recipe,
+        &unpacked,
+        &trees,
+        previous.as_ref(),
+        work.path(),
+        status,
+    )?;
     write_disk_image(
         &inputs.recipe,
         &unpacked,
@@ -461,6 +501,7 @@ fn write_filesystems(
     recipe: &Recipe,
     unpacked: &UnpackedInputs,
     trees: &Trees,
+    previous: Option<&ext4::Ext4Layout>,
     w: &Path,
     status: &dyn Fn(&str),
 ) -> Result<Filesystems, ComposeError> {
@@ -471,7 +512,7 @@ fn write_filesystems(
     std::fs::copy(&unpacked.kernel.vmlinuz, &kernel)
         .map_err(|e| ComposeError::io("copying", &unpacked.kernel.vmlinuz, e))?;
     let rootfs = w.join(files::ROOTFS);
-    write_rootfs(recipe, &trees.rootfs, unpacked.epoch, &rootfs)?;
+    write_rootfs(recipe, &trees.rootfs, unpacked.epoch, previous, &rootfs)?;
     Ok(Filesystems {
         kernel,
         initrd,
@@ -489,11 +530,12 @@ fn write_initramfs(tree: &crate::tree::Tree, path: &Path) -> Result<(), ComposeE
 }
 
 /// Plans the slot filesystem (size errors name `rootfs.size` or `disk.slot`)
-/// and writes it.
+/// and writes it, with its layout file beside it.
 fn write_rootfs(
     recipe: &Recipe,
     tree: &crate::tree::Tree,
     epoch: i64,
+    previous: Option<&ext4::Ext4Layout>,
     path: &Path,
 ) -> Result<(), ComposeError> {
     let ext4_opts = ext4::Ext4Options {
@@ -508,8 +550,17 @@ fn write_rootfs(
         timestamp: Some(epoch),
         ..Default::default()
     };
-    let plan = match ext4::Ext4Plan::new(tree, &ext4_opts) {
+    let planned = match previous {
+        Some(prev) => ext4::Ext4Plan::with_previous(tree, &ext4_opts, prev),
+        None => ext4::Ext4Plan::new(tree, &ext4_opts),
+    };
+    let plan = match planned {
         Ok(p) => p,
+        Err(e @ ext4::Ext4Error::Previous(_)) => {
+            return Err(ComposeError::Other(format!(
+                "planning the root filesystem: {e}"
+            )));
+        }
         Err(ext4::Ext4Error::TooSmall { needed, size }) => {
             return Err(recipe
                 .error(
@@ -552,11 +603,18 @@ fn write_rootfs(
     f.set_len(plan.size().get())
         .map_err(|e| ComposeError::io("sizing", path, e))?;
     let progress = Progress::bytes(plan.data_bytes(), "rootfs");
-    plan.write(&f, &progress)
+    let summary = plan
+        .write(&f, &progress)
         .map_err(|e| ComposeError::Other(format!("writing {}: {e}", path.display())))?;
     progress.finish();
     f.sync_all()
-        .map_err(|e| ComposeError::io("syncing", path, e))
+        .map_err(|e| ComposeError::io("syncing", path, e))?;
+    let layout_path = path.with_file_name(files::LAYOUT);
+    let layout = plan
+        .layout(&summary)
+        .map_err(|e| ComposeError::Other(format!("recording {}: {e}", layout_path.display())))?;
+    std::fs::write(&layout_path, layout.to_json())
+        .map_err(|e| ComposeError::io("writing", &layout_path, e))
 }
 
 /// Stage 5: the ESP (boot loader, kernel, initramfs, an entry per slot) and
@@ -710,6 +768,7 @@ fn write_manifest(
             artifact(w, "sbom", files::SBOM)?,
         ],
         disk: Some(artifact(w, "disk", files::DISK)?),
+        layout: Some(artifact(w, "layout", files::LAYOUT)?),
         packages: inputs
             .packages
             .packages
@@ -732,6 +791,7 @@ fn write_manifest(
         files::INITRD,
         files::BOOTSPEC,
         files::SBOM,
+        files::LAYOUT,
     ] {
         let p = w.join(f);
         std::fs::File::open(&p)

@@ -198,6 +198,7 @@ pub fn write_manifest_with(dir: &Path, artifacts: &[(&str, &str)], sha: &dyn Fn(
             })
             .collect(),
         disk: None,
+        layout: None,
         packages: vec![],
     };
     std::fs::write(dir.join("manifest.json"), m.to_json()).unwrap();
