@@ -690,8 +690,8 @@ impl Demand<'_> {
         let mut links = vec![0; max];
         let mut dir_blocks = vec![0; max];
         let mut xattr_ref = vec![0; max];
-        for old_i in 0..n {
-            let j = new_of[old_i] as usize - 1;
+        for (old_i, &new) in new_of.iter().enumerate() {
+            let j = new as usize - 1;
             inodes[j] = self.inodes[old_i];
             parent[j] = map(self.parent[old_i]);
             links[j] = self.links[old_i];
