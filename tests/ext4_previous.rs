@@ -357,3 +357,38 @@ fn bad_layout_files_are_refused() {
     let moved = text.replacen("\"blocks_per_group\":", "\"blocks_per_group\":1", 1);
     assert!(Ext4Layout::from_json(moved.as_bytes()).is_err());
 }
+
+/// `slate build --previous` reads a build directory or a layout file, and
+/// a missing or broken one is one line naming the file.
+#[test]
+fn previous_is_a_build_directory_or_a_layout_file() {
+    use slate::compose::build::load_previous_layout;
+    let d = tempfile::tempdir().unwrap();
+    let l1 = build(&v1(), None, &d.path().join("rootfs.ext4"));
+    let file = d.path().join("rootfs.layout.json");
+    std::fs::write(&file, l1.to_json()).unwrap();
+    // No manifest: the directory's rootfs.layout.json.
+    assert_eq!(load_previous_layout(d.path()).unwrap(), l1);
+    assert_eq!(load_previous_layout(&file).unwrap(), l1);
+
+    let e = load_previous_layout(&d.path().join("nothing"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("previous layout ") && e.contains("nothing"),
+        "{e}"
+    );
+    std::fs::write(&file, b"{\"format\":\"slate-ext4-layout\",\"version\":7}").unwrap();
+    let e = load_previous_layout(d.path()).unwrap_err().to_string();
+    assert!(
+        e.contains("rootfs.layout.json") && e.contains("version"),
+        "{e}"
+    );
+    assert!(!e.contains('\n'), "{e}");
+    let empty = tempfile::tempdir().unwrap();
+    let e = load_previous_layout(empty.path()).unwrap_err().to_string();
+    assert!(
+        e.contains("rootfs.layout.json") && e.contains("No such file"),
+        "{e}"
+    );
+}
