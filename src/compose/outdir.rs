@@ -14,7 +14,7 @@ const MARKER_TEXT: &str = "This directory was written by `slate build`; the next
 replaces it, as long as it holds only the files slate writes.\n";
 
 /// Every name a build directory may hold: what `slate build` writes.
-pub fn outputs() -> [&'static str; 9] {
+pub fn outputs() -> [&'static str; 10] {
     [
         files::DISK,
         files::ROOTFS,
@@ -23,6 +23,7 @@ pub fn outputs() -> [&'static str; 9] {
         files::BOOTSPEC,
         files::SBOM,
         files::BMAP,
+        files::LAYOUT,
         crate::build_manifest::FILE_NAME,
         MARKER,
     ]
