@@ -51,6 +51,9 @@ pub enum BundleError {
         /// Key ids of every signature record, in bundle order.
         signers: Vec<KeyId>,
     },
+    /// An HTTP range request for part of the bundle failed.
+    #[error("{0}")]
+    Fetch(crate::io::ranges::RangeError),
     /// An earlier error left the reader at an unknown position in the stream.
     #[error("the bundle reader stopped at an earlier error")]
     Aborted,
@@ -74,6 +77,7 @@ impl BundleError {
         match self {
             BundleError::Io(_) => "io",
             BundleError::Sink { .. } => "sink",
+            BundleError::Fetch(_) => "fetch",
             BundleError::NotABundle => "not_a_bundle",
             BundleError::Unsupported(_) => "unsupported",
             BundleError::Corrupt(_) => "corrupt",

@@ -13,6 +13,8 @@
 //! - [`writer`]: making a bundle from a build directory.
 //! - [`reader`]: verifying and streaming a bundle from any [`std::io::Read`].
 
+pub mod chunks;
+pub mod delta;
 pub mod error;
 pub mod format;
 pub mod manifest;
@@ -21,6 +23,7 @@ pub mod reader;
 pub mod signing;
 pub mod writer;
 
+pub use chunks::{ChunkSink, ChunkSource, DeviceSink, FileSink, FnSink};
 pub use error::{BundleError, CorruptKind, Region};
 pub use format::{Header, SignatureRecord};
 pub use manifest::{ArtifactEntry, ChunkEntry, Digest, Manifest};

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod build;
 pub mod bundle;
 pub mod completions;
+pub mod diff;
 pub mod exit;
 pub mod extract;
 pub mod inspect;
@@ -61,6 +62,8 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Write one verified artifact of a bundle to a file or block device.
     Extract(extract::ExtractArgs),
+    /// Predict what a device running OLD downloads of a new bundle (delta update).
+    Diff(diff::DiffArgs),
     /// Boot a disk image in QEMU and check the events the guest prints.
     Qemu(qemu::QemuArgs),
     /// The on-device agent (installed in images as slate-agent).
@@ -118,6 +121,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(a) => verify::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Extract(a) => extract::run(a),
+        Command::Diff(a) => diff::run(a),
         Command::Qemu(a) => qemu::run(a),
         Command::Agent(a) => agent::run(a),
         Command::Completions(a) => completions::run_completions(a),

@@ -96,6 +96,21 @@ impl<'a> DeviceWriter<'a> {
         Ok(())
     }
 
+    /// Reads back `buf.len()` bytes already written at `offset`, from the
+    /// buffer or the device. `Ok(false)` when they are not all written yet.
+    pub fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<bool> {
+        let end = offset + buf.len() as u64;
+        if end > self.position() {
+            return Ok(false);
+        }
+        if end > self.pos {
+            // Part of it is still buffered: hand the buffer to the device first.
+            self.flush_buf()?;
+        }
+        self.file.read_exact_at(buf, offset)?;
+        Ok(true)
+    }
+
     /// Writes what is buffered and fsyncs.
     pub fn finish(mut self) -> io::Result<u64> {
         self.flush_buf()?;
