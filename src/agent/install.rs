@@ -20,6 +20,7 @@
 
 use super::boot::Device;
 use super::cmdline;
+use super::delta::{DeviceSeeds, SlotManifests};
 use super::events::emit;
 use super::fault::{self, FaultPoint};
 use super::lock::{LOCK_PATH, UpdateLock};
@@ -28,7 +29,12 @@ use super::system::{self, BlockPartition};
 use crate::boot_env::systemd_boot::SystemdBoot;
 use crate::boot_env::{BootFile, BootFlow, BootSnapshot, EntrySpec, SlotBootState, SlotId};
 use crate::boot_spec::BootSpec;
-use crate::bundle::{self, BundleReader, ChunkData, Holes, TrustedKeys};
+use crate::bundle::delta::Counts;
+use crate::bundle::delta::fetch::{Remote, RemoteHead, fetch_head};
+use crate::bundle::{
+    self, BundleHead, BundleReader, ChunkSink, ChunkSource, DeviceSink, FileSink, TrustedKeys,
+    VerifiedChunk,
+};
 pub use crate::io::source::Source;
 use crate::version::compare_versions;
 use anyhow::{Context, Result, bail};
@@ -178,11 +184,60 @@ fn open_verified(
 
 /// Everything an install will write, decided before the first write.
 struct Plan {
-    reader: BundleReader<Box<dyn Read>>,
+    reader: Box<dyn ChunkSource>,
     manifest: bundle::Manifest,
+    manifest_bytes: Vec<u8>,
     digest: String,
     target: SlotId,
     part: BlockPartition,
+    /// Predicted counts of a delta download (`None`: streamed).
+    delta: Option<Counts>,
+}
+
+/// How the signed head of a bundle arrived.
+enum Opened {
+    /// Streaming the whole bundle.
+    Stream(Box<dyn ChunkSource>, BundleHead),
+    /// Range requests: the head only so far.
+    Ranges(RemoteHead),
+}
+
+impl Opened {
+    fn head(&self) -> &BundleHead {
+        match self {
+            Opened::Stream(_, h) => h,
+            Opened::Ranges(r) => r.head(),
+        }
+    }
+}
+
+/// Opens `source`: an http(s) URL by range requests (falling back, once,
+/// to streaming it when the server has no range support or fails), any
+/// other source as a stream.
+fn open_source(source: &Source, keys: &TrustedKeys) -> Result<Opened, String> {
+    if let Source::Url(url) = source {
+        match fetch_head(url, keys, crate::io::source::HttpTimeouts::from_env()) {
+            Ok(Remote::Ranges(r)) => return Ok(Opened::Ranges(r)),
+            Ok(Remote::Whole(reader)) => {
+                emit(
+                    "delta_fallback",
+                    &[("reason", json!(format!("{url} ignores Range requests")))],
+                );
+                let head = reader.head().clone();
+                return Ok(Opened::Stream(Box::new(reader), head));
+            }
+            // A trust failure is final; anything else is retried as a stream.
+            Err(
+                e @ (bundle::BundleError::Untrusted { .. }
+                | bundle::BundleError::BadSignature { .. }
+                | bundle::BundleError::NoSignature),
+            ) => return Err(format!("{source}: {e}")),
+            Err(e) => emit("delta_fallback", &[("reason", json!(e.to_string()))]),
+        }
+    }
+    let reader = open_verified(source, keys)?;
+    let head = reader.head().clone();
+    Ok(Opened::Stream(Box::new(reader), head))
 }
 
 /// A stale `installing` record while the lock is ours means the installer
@@ -221,6 +276,7 @@ fn plan(
     state: &DeviceState,
     snapshot: &BootSnapshot,
     source: &Source,
+    esp: &Path,
 ) -> Result<std::result::Result<Plan, Outcome>> {
     let target = dev.booted.other();
     match &state.update {
@@ -254,12 +310,13 @@ fn plan(
         )));
     }
     let keys = trusted_keys(dev)?;
-    let reader = match open_verified(source, &keys) {
-        Ok(r) => r,
+    let opened = match open_source(source, &keys) {
+        Ok(o) => o,
         Err(reason) => return Ok(Err(reject(reason, None))),
     };
-    let manifest = reader.manifest().clone();
-    let digest = reader.manifest_digest().to_string();
+    let manifest = opened.head().manifest.clone();
+    let manifest_bytes = opened.head().manifest_bytes.clone();
+    let digest = opened.head().manifest_digest.to_string();
     if let Err(r) = check_manifest(
         &manifest,
         &dev.config.compatible,
@@ -284,39 +341,62 @@ fn plan(
             Some(&manifest.version),
         )));
     }
-    // Verify everything before the first write when the source allows it.
-    let mut reader = if source.rereadable() {
-        if let Err(e) = verify_all(reader, source.is_block_device()) {
-            return Ok(Err(reject(
-                format!("{source}: {e}"),
-                Some(&manifest.version),
-            )));
-        }
-        match open_verified(source, &keys) {
-            Ok(r) if r.manifest_digest().to_string() == digest => r,
-            Ok(_) => {
-                return Ok(Err(reject(
-                    format!("{source} changed while reading it"),
-                    None,
-                )));
+    let (reader, delta): (Box<dyn ChunkSource>, _) = match opened {
+        Opened::Ranges(remote) => {
+            let running = slot_partition(dev, dev.booted)?;
+            let seeds = DeviceSeeds {
+                manifests: &SlotManifests::new(&dev.config.state_dir),
+                running: (dev.booted, &running.dev),
+                target: (target, &part.dev),
+                slot_size: running.size,
+                esp,
             }
-            Err(reason) => return Ok(Err(reject(reason, None))),
+            .index(&manifest)
+            .context("indexing the chunks this device holds")?;
+            let plan = remote.plan(&seeds, &|_| true);
+            let predicted = plan.counts.clone();
+            (Box::new(remote.into_reader(seeds, plan)), Some(predicted))
         }
-    } else {
-        reader
+        Opened::Stream(reader, _) if !source.rereadable() => (reader, None),
+        Opened::Stream(reader, _) => {
+            // Verify everything before the first write when the source allows it.
+            drop(reader);
+            match verified_twice(source, &keys, &digest) {
+                Ok(r) => (Box::new(r), None),
+                Err(reason) => return Ok(Err(reject(reason, Some(&manifest.version)))),
+            }
+        }
     };
-    // Every chunk is still checked before it is written; the whole-artifact
-    // digests were checked by the first pass and the slot is read back.
-    if source.rereadable() {
-        reader.set_check_whole_digest(false);
-    }
     Ok(Ok(Plan {
         reader,
         manifest,
+        manifest_bytes,
         digest,
         target,
         part,
+        delta,
     }))
+}
+
+/// A file or block device: verified whole first, then opened again for
+/// writing (each chunk is still checked before it is written; the whole
+/// artifact digests were checked by the first pass and the slot is read
+/// back, so the second pass skips them).
+fn verified_twice(
+    source: &Source,
+    keys: &TrustedKeys,
+    digest: &str,
+) -> std::result::Result<BundleReader<Box<dyn Read>>, String> {
+    let first = open_verified(source, keys)?;
+    verify_all(first, source.is_block_device()).map_err(|e| format!("{source}: {e}"))?;
+    match open_verified(source, keys) {
+        Ok(mut r) if r.manifest_digest().to_string() == digest => {
+            r.set_check_whole_digest(false);
+            Ok(r)
+        }
+        Ok(_) => Err(format!("{source} changed while reading it")),
+        Err(reason) => Err(reason),
+    }
 }
 
 /// Installs `source` into the inactive slot, with the update lock held and
@@ -334,17 +414,20 @@ pub fn install(
     let mut flow = SystemdBoot::new(esp.path());
     recover_interrupted(dev, state, &mut flow)?;
     let snapshot = flow.snapshot()?;
-    let plan = match plan(dev, state, &snapshot, source)? {
+    let plan = match plan(dev, state, &snapshot, source, esp.path())? {
         Ok(p) => p,
         Err(rejected) => return Ok(rejected),
     };
     let Plan {
-        reader,
+        mut reader,
         manifest,
+        manifest_bytes,
         digest,
         target,
         part,
+        delta,
     } = plan;
+    let slots = SlotManifests::new(&dev.config.state_dir);
     if let Source::Path(p) = source {
         fault::hit_source(FaultPoint::AfterVerify, p);
     } else {
@@ -362,16 +445,35 @@ pub fn install(
     })?;
     dev.save_state(state)?;
     fault::hit(FaultPoint::AfterInstalling);
-    emit(
-        "installing",
-        &[
-            ("slot", json!(target.to_string())),
-            ("version", json!(manifest.version)),
-            ("source", json!(source.to_string())),
-        ],
-    );
+    // The slot's content stops matching its stored manifest from here on.
+    slots
+        .forget(target)
+        .context("removing the target slot's manifest from /data")?;
+    let mut fields = vec![
+        ("slot", json!(target.to_string())),
+        ("version", json!(manifest.version)),
+        ("source", json!(source.to_string())),
+    ];
+    if let Some(c) = &delta {
+        fields.extend(count_fields(c));
+    }
+    emit("installing", &fields);
 
-    let bootspec = match write_artifacts(reader, &part, &mut flow, target) {
+    let written = write_artifacts(reader.as_mut(), &part, &mut flow, target).or_else(|e| {
+        if delta.is_none() || is_sink_error(&e) {
+            return Err(e);
+        }
+        // A delta download that failed is retried once as a stream.
+        emit("delta_fallback", &[("reason", json!(format!("{e:#}")))]);
+        let keys = trusted_keys(dev)?;
+        let stream = open_verified(source, &keys).map_err(anyhow::Error::msg)?;
+        if stream.manifest_digest().to_string() != digest {
+            bail!("{source} changed during the install");
+        }
+        reader = Box::new(stream);
+        write_artifacts(reader.as_mut(), &part, &mut flow, target)
+    });
+    let bootspec = match written {
         Ok(b) => b,
         Err(e) => {
             // The slot stays disabled; the running system is untouched. The
@@ -388,6 +490,10 @@ pub fn install(
             return Err(e);
         }
     };
+
+    slots
+        .store(target, &manifest_bytes)
+        .context("storing the new slot's manifest on /data")?;
 
     // 6. Bootable only now.
     let data = dev.params.data.clone().unwrap_or_default();
@@ -410,13 +516,14 @@ pub fn install(
     dev.save_state(state)?;
     fault::hit(FaultPoint::AfterInstalled);
     esp.unmount()?;
-    emit(
-        "installed",
-        &[
-            ("slot", json!(target.to_string())),
-            ("version", json!(manifest.version)),
-        ],
-    );
+    let mut fields = vec![
+        ("slot", json!(target.to_string())),
+        ("version", json!(manifest.version)),
+    ];
+    if let Some(c) = reader.delta_counts() {
+        fields.extend(count_fields(&c));
+    }
+    emit("installed", &fields);
     Ok(Outcome::Installed {
         slot: target,
         version: manifest.version,
@@ -425,7 +532,7 @@ pub fn install(
 
 /// Steps 4 and 5: stream every artifact to its place, verified, and read back.
 fn write_artifacts(
-    mut reader: BundleReader<Box<dyn Read>>,
+    reader: &mut dyn ChunkSource,
     part: &BlockPartition,
     flow: &mut SystemdBoot,
     target: SlotId,
@@ -443,23 +550,12 @@ fn write_artifacts(
                     .with_context(|| format!("opening slot {target} ({})", part.dev.display()))?;
                 // Each chunk arrives verified; holes are zeroed by the device.
                 let mut w = crate::io::blockdev::DeviceWriter::new(&dev);
-                let half = a.size / 2;
-                let (mut first, mut mid) = (false, false);
                 reader
-                    .read_chunks(|c| {
-                        match c.data {
-                            ChunkData::Bytes(b) => w.write(b)?,
-                            ChunkData::Zeros(n) => w.write_zeros(n)?,
-                        }
-                        if !first && w.written() > 0 {
-                            first = true;
-                            fault::hit(FaultPoint::AfterFirstWrite);
-                        }
-                        if !mid && w.written() >= half {
-                            mid = true;
-                            fault::hit(FaultPoint::MidSlot);
-                        }
-                        Ok(())
+                    .read_into(&mut SlotSink {
+                        writer: &mut w,
+                        half: a.size / 2,
+                        first: false,
+                        mid: false,
                     })
                     .with_context(|| format!("writing slot {target}"))?;
                 w.finish()
@@ -484,7 +580,7 @@ fn write_artifacts(
                 if a.name == "boot" && a.size > MAX_BOOTSPEC {
                     bail!("boot.json of {} bytes is too large", a.size);
                 }
-                reader.copy_artifact(&mut f, Holes::WriteZeros, |_| {})?;
+                reader.read_into(&mut FileSink::new(&f))?;
                 f.seek(SeekFrom::Start(0))?;
                 match a.name.as_str() {
                     "boot" => {
@@ -516,15 +612,64 @@ fn write_artifacts(
                 let _ = std::fs::remove_file(&spool);
             }
             // Artifacts a newer builder adds are verified but not used.
-            _ => reader.verify_artifact(|_| {})?,
+            _ => reader.skip_artifact()?,
         }
     }
-    reader.into_inner();
     fault::hit(FaultPoint::AfterBootFiles);
     if !wrote_rootfs {
         bail!("bundle has no rootfs");
     }
     bootspec.context("bundle has no boot.json")
+}
+
+/// The slot's sink: the device writer, with the fault points of a slot write.
+struct SlotSink<'w, 'f> {
+    writer: &'w mut crate::io::blockdev::DeviceWriter<'f>,
+    half: u64,
+    first: bool,
+    mid: bool,
+}
+
+impl ChunkSink for SlotSink<'_, '_> {
+    fn put(&mut self, c: VerifiedChunk<'_>) -> std::io::Result<()> {
+        DeviceSink {
+            writer: self.writer,
+        }
+        .put(c)?;
+        if !self.first && self.writer.written() > 0 {
+            self.first = true;
+            fault::hit(FaultPoint::AfterFirstWrite);
+        }
+        if !self.mid && self.writer.written() >= self.half {
+            self.mid = true;
+            fault::hit(FaultPoint::MidSlot);
+        }
+        Ok(())
+    }
+
+    fn read_written(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<bool> {
+        self.writer.read_at(offset, buf)
+    }
+}
+
+/// Delta counts as event fields.
+fn count_fields(c: &Counts) -> Vec<(&'static str, serde_json::Value)> {
+    vec![
+        ("downloaded", json!(c.downloaded)),
+        ("requests", json!(c.requests)),
+        ("reused", json!(c.reused)),
+        ("holes", json!(c.holes)),
+        ("full", json!(c.full)),
+    ]
+}
+
+fn is_sink_error(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<bundle::BundleError>(),
+            Some(bundle::BundleError::Sink { .. })
+        )
+    })
 }
 
 /// Whether everything left in `r` is zero bytes (a boot file's padding).

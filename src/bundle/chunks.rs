@@ -39,6 +39,11 @@ pub trait ChunkSource {
     /// Verifies the current artifact without keeping it (a source that does
     /// not fetch artifacts nobody reads may skip it).
     fn skip_artifact(&mut self) -> Result<(), BundleError>;
+
+    /// For a delta download, what it fetched and reused so far.
+    fn delta_counts(&self) -> Option<super::delta::Counts> {
+        None
+    }
 }
 
 /// A sink writing at increasing offsets of a file or block device with

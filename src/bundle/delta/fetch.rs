@@ -388,6 +388,10 @@ impl ChunkSource for DeltaReader {
         self.assemble(&ap, sink)
     }
 
+    fn delta_counts(&self) -> Option<Counts> {
+        Some(self.counts())
+    }
+
     fn skip_artifact(&mut self) -> Result<(), BundleError> {
         // A planned artifact is fetched and verified all the same, so what is
         // downloaded is what the plan predicted; others cost nothing.

@@ -129,6 +129,49 @@ impl SeedIndex {
         Ok(())
     }
 
+    /// Like [`Self::index_file`], for a file whose content may be followed
+    /// by padding (a boot file on the ESP, allocated with room to grow):
+    /// the start of each chunk is also indexed at the length of every short
+    /// last chunk in `manifest`, so an artifact's tail is found although the
+    /// file's chunk at that offset goes on. At most `limit` bytes are read.
+    pub fn index_padded_file(
+        &mut self,
+        seed: usize,
+        manifest: &Manifest,
+        limit: u64,
+    ) -> io::Result<()> {
+        for cs in chunk_sizes(manifest) {
+            let mut tails: Vec<u64> = manifest
+                .artifacts
+                .iter()
+                .filter(|a| a.chunk_size == cs)
+                .map(|a| a.size % cs)
+                .filter(|&t| t > 0)
+                .collect();
+            tails.sort_unstable();
+            tails.dedup();
+            let f = std::fs::File::open(&self.seeds[seed].path)?;
+            let mut src = io::BufReader::with_capacity(1 << 20, f).take(limit);
+            let mut buf = vec![0u8; cs as usize];
+            let mut offset = 0u64;
+            loop {
+                let n = read_full(&mut src, &mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                self.insert(seed, offset, n as u64, Digest::of(&buf[..n]));
+                for &t in tails.iter().filter(|&&t| (t as usize) < n) {
+                    self.insert(seed, offset, t, Digest::of(&buf[..t as usize]));
+                }
+                offset += n as u64;
+                if n < buf.len() {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The first location of a chunk usable for a chunk at `own_offset`.
     fn find(&self, len: u64, digest: Digest, own_offset: u64) -> Option<(usize, u64)> {
         self.map
