@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: tools on PATH, skipping, running slate.
 #![allow(dead_code)]
 
+pub mod nginx;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
