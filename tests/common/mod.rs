@@ -65,6 +65,12 @@ pub fn skip_without(test: &str, tools: &[&str]) -> bool {
     true
 }
 
+/// A port on 127.0.0.1 nothing listens on right now.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
+    l.local_addr().expect("local address").port()
+}
+
 /// Whether the tests run as root (loop devices, mounts, mknod).
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()

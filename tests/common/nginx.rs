@@ -3,7 +3,7 @@
 //! header and the body bytes sent (`log_format delta`), so tests can count
 //! what a client really downloaded.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -42,7 +42,7 @@ impl Nginx {
             .prefix("slate-nginx.")
             .tempdir()
             .expect("creating the nginx prefix directory");
-        let port = free_port();
+        let port = super::free_port();
         let p = prefix.path();
         // Running as root, nginx would switch its workers to nobody, who
         // cannot read a private temp dir.
@@ -152,10 +152,4 @@ fn parse_line(line: &str) -> LogLine {
         Some((status.parse().ok()?, range.to_string(), bytes.parse().ok()?))
     };
     parse().unwrap_or_else(|| panic!("unexpected nginx access-log line {line:?}"))
-}
-
-/// A port on 127.0.0.1 nothing listens on right now.
-fn free_port() -> u16 {
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("binding 127.0.0.1:0");
-    l.local_addr().expect("local address").port()
 }
