@@ -71,12 +71,6 @@ public_keys = [{update_key:?}]
     )
 }
 
-/// A port on 127.0.0.1 nothing listens on right now.
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 /// The host's OpenSSH running `command` as root in the guest through the
 /// forward on 127.0.0.1: key only, no host key kept, no prompt.
 fn ssh_command(key: &Path, port: u16, command: &str) -> Command {
@@ -201,7 +195,7 @@ fn network_ssh_console_and_state_across_a_reboot() {
     let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
     assert!(String::from_utf8_lossy(&keys.stdout).contains(public.trim()));
 
-    let port = free_port();
+    let port = images::shared::free_port();
     let (mut child, rx) = start(&out.join("disk.img"), port, &d.path().join("console.log"));
     let mut seen = Vec::new();
     wait_for(&rx, "committed", 1, &mut seen);

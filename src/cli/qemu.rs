@@ -28,7 +28,11 @@ Network: --net gives the guest a virtio NIC on QEMU user networking with
 restrict=on: DHCP hands it 10.0.2.15 (DNS server 10.0.2.3) and it reaches
 nothing outside QEMU. --hostfwd tcp:127.0.0.1:2222-:22 (repeatable) makes
 the host's 127.0.0.1:2222 reach the guest's port 22; forwards listen on
-127.0.0.1 only, any other address is refused.
+127.0.0.1 only, any other address is refused. --guestfwd
+tcp:10.0.2.100:80-127.0.0.1:8080 (repeatable, TCP only; shorthand 80-8080)
+makes the guest's connections to 10.0.2.100:80 reach the host's
+127.0.0.1:8080; the guest address is in 10.0.2.0/24 but not .2, .3 or .15,
+and the host side is 127.0.0.1 only.
 
 Console input: --type-after EVENT=TEXT types TEXT and Enter on the serial
 console once EVENT was seen (each line after the previous one), e.g. with
@@ -99,6 +103,10 @@ pub struct QemuArgs {
     #[arg(long, value_name = "[tcp:]127.0.0.1:PORT-:GUESTPORT")]
     pub hostfwd: Vec<crate::qemu::net::HostFwd>,
 
+    /// Connect guest 10.0.2.X:PORT to host 127.0.0.1:PORT (implies --net)
+    #[arg(long, value_name = "[tcp:]10.0.2.X:PORT-127.0.0.1:PORT")]
+    pub guestfwd: Vec<crate::qemu::net::GuestFwd>,
+
     /// Type TEXT and Enter on the console once EVENT is seen (repeatable)
     #[arg(long, value_name = "EVENT=TEXT")]
     pub type_after: Vec<crate::qemu::typing::ConsoleInput>,
@@ -120,8 +128,11 @@ impl QemuArgs {
             memory_mib: self.memory,
             fault: self.fault,
             io_error: self.io_error.clone(),
-            net: (self.net || !self.hostfwd.is_empty()).then(|| crate::qemu::net::UserNet {
-                hostfwd: self.hostfwd.clone(),
+            net: (self.net || !self.hostfwd.is_empty() || !self.guestfwd.is_empty()).then(|| {
+                crate::qemu::net::UserNet {
+                    hostfwd: self.hostfwd.clone(),
+                    guestfwd: self.guestfwd.clone(),
+                }
             }),
             type_after: self.type_after.clone(),
             ..QemuOptions::new(&self.disk)
@@ -330,6 +341,27 @@ mod tests {
         ] {
             assert!(parse(args).is_err(), "{args:?} accepted");
         }
+    }
+
+    #[test]
+    fn guest_forwards_imply_a_nic() {
+        let o = parse(&["d.img", "--guestfwd", "80-8080"])
+            .unwrap()
+            .options();
+        let net = o.net.expect("--guestfwd adds a NIC");
+        assert_eq!(
+            net.guestfwd[0].to_string(),
+            "tcp:10.0.2.100:80-tcp:127.0.0.1:8080"
+        );
+        assert!(net.hostfwd.is_empty());
+        let e = parse(&["d.img", "--guestfwd", "tcp:10.0.2.100:80-0.0.0.0:8080"])
+            .unwrap_err()
+            .to_string();
+        let first = e.lines().next().unwrap_or_default();
+        assert!(
+            first.contains("--guestfwd") && first.contains("127.0.0.1 only"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: tools on PATH, skipping, running slate.
 #![allow(dead_code)]
 
+pub mod nginx;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -61,6 +63,12 @@ pub fn skip_without(test: &str, tools: &[&str]) -> bool {
     }
     skipped(test, &format!("missing {}", missing.join(", ")));
     true
+}
+
+/// A port on 127.0.0.1 nothing listens on right now.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
+    l.local_addr().expect("local address").port()
 }
 
 /// Whether the tests run as root (loop devices, mounts, mknod).
