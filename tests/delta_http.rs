@@ -5,11 +5,11 @@
 //! ranges wrongly make extract fall back to streaming the whole bundle.
 
 mod images;
-mod servers;
 
-use images::{keygen, run_ok, skip_without, slate};
+use images::shared::nginx::Nginx;
+use images::shared::pyhttp::PyHttp;
+use images::{keygen, run_ok, slate};
 use serde_json::Value;
-use servers::{Nginx, PyHttp};
 use std::path::{Path, PathBuf};
 
 /// Deterministic pseudo-random bytes.
@@ -155,9 +155,9 @@ fn check_pair(
             "{k}: extract {actual} vs diff {predicted}"
         );
     }
-    let log = nginx.log();
-    assert!(log.iter().all(|a| a.status == 206), "{log:?}");
-    let sent: u64 = log.iter().map(|a| a.bytes).sum();
+    let log = nginx.log_lines();
+    assert!(log.iter().all(|a| a.0 == 206), "{log:?}");
+    let sent: u64 = log.iter().map(|a| a.2).sum();
     assert_eq!(sent, predicted["downloaded"].as_u64().unwrap(), "{log:?}");
     assert_eq!(
         log.len() as u64,
@@ -207,7 +207,7 @@ fn fixture() -> Fixture {
 
 #[test]
 fn predicted_downloads_are_what_nginx_sends() {
-    if skip_without("predicted_downloads_are_what_nginx_sends", &["nginx"]) {
+    if !Nginx::available("predicted_downloads_are_what_nginx_sends") {
         return;
     }
     let f = fixture();
@@ -358,7 +358,7 @@ fn a_stale_seed_chunk_is_fetched_alone() {
     use slate::bundle::delta::fetch::{Remote, fetch_head};
     use slate::bundle::delta::{Seed, SeedIndex};
     use slate::bundle::{ChunkSource, FileSink};
-    if skip_without("a_stale_seed_chunk_is_fetched_alone", &["nginx"]) {
+    if !Nginx::available("a_stale_seed_chunk_is_fetched_alone") {
         return;
     }
     let f = fixture();
@@ -410,9 +410,9 @@ fn a_stale_seed_chunk_is_fetched_alone() {
     let c = r.counts();
     assert_eq!(c.requests, predicted.requests + 1, "{c:?} vs {predicted:?}");
     assert_eq!(c.reused, predicted.reused - 65536);
-    let log = nginx.log();
+    let log = nginx.log_lines();
     assert_eq!(
-        log.iter().map(|a| a.bytes).sum::<u64>(),
+        log.iter().map(|a| a.2).sum::<u64>(),
         c.downloaded,
         "{log:?}"
     );
