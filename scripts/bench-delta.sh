@@ -11,7 +11,8 @@
 #            into its own store: compressed size of the chunks NEW's index names that OLD's store
 #            lacks, plus NEW's index (what `casync extract --seed=OLD` fetches); then the
 #            extract is run with the seed and its output compared with NEW
-#   zchunk   `zck` of OLD and NEW, `zck_delta_size OLD.zck NEW.zck` ("Would download N")
+#   zchunk   `zck` (default chunking) of OLD and NEW, `zck_delta_size OLD.zck NEW.zck` ("Would
+#            download N": the missing chunks plus NEW's header, which zckdl fetches first)
 #   xdelta3  size of `xdelta3 -9 -e -B <OLD size> -s OLD NEW`
 #   full     the NEW bundle's length
 # casync, zchunk and xdelta3 see one blob per side: rootfs.ext4 + vmlinuz + initrd.img
