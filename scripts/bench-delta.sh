@@ -88,7 +88,7 @@ while IFS=$'\t' read -r pair old new _; do
     echo "$prog: $pair" >&2
     for cs in 64K 1M; do
         b=$work/bundles/$pair-$cs.slate
-        [ -e "$b" ] || "$slate" bundle --quiet "$new" --key "$work/key.key" --chunk-size $cs -o "$b" >/dev/null ||
+        "$slate" bundle --quiet "$new" --key "$work/key.key" --chunk-size $cs -o "$b" >/dev/null ||
             die "slate bundle $new --chunk-size $cs failed"
     done
     full64=$(size "$work/bundles/$pair-64K.slate")
