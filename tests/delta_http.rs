@@ -121,6 +121,20 @@ fn extract(
     (json(o), stderr)
 }
 
+/// The top-level field names of docs/json.md's example `label`.
+fn documented_fields(label: &str) -> Vec<String> {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/json.md")).unwrap();
+    let start = doc.find(&format!("```json {label}\n")).unwrap() + label.len() + 9;
+    let body = &doc[start..start + doc[start..].find("```").unwrap()];
+    let v: Value = serde_json::from_str(body).unwrap();
+    v.as_object().unwrap().keys().cloned().collect()
+}
+
+fn fields(v: &Value) -> Vec<String> {
+    v.as_object().unwrap().keys().cloned().collect()
+}
+
 const COUNTS: [&str; 4] = ["downloaded", "requests", "reused", "holes"];
 
 /// Extracts `artifact` of `bundle` through nginx with `old`'s files as
@@ -133,6 +147,27 @@ fn check_pair(
     bundle: &Path,
     artifact: &str,
 ) -> Value {
+    let seeds: Vec<PathBuf> = if old.is_dir() {
+        ["rootfs.ext4", "vmlinuz", "initrd.img"]
+            .iter()
+            .map(|f| old.join(f))
+            .collect()
+    } else {
+        vec![old.to_path_buf()]
+    };
+    check_seeds(nginx, www, old, &seeds, new, bundle, artifact)
+}
+
+/// [`check_pair`] with explicit seed files for the extract.
+fn check_seeds(
+    nginx: &Nginx,
+    www: &Path,
+    old: &Path,
+    seeds: &[PathBuf],
+    new: &Path,
+    bundle: &Path,
+    artifact: &str,
+) -> Value {
     let file = match artifact {
         "rootfs" => "rootfs.ext4",
         "kernel" => "vmlinuz",
@@ -141,14 +176,12 @@ fn check_pair(
     let name = bundle.file_name().unwrap().to_str().unwrap();
     std::fs::copy(bundle, www.join(name)).unwrap();
     let predicted = diff(old, bundle, artifact);
+    assert_eq!(fields(&predicted), documented_fields("diff"), "{predicted}");
     nginx.clear_log();
     let out = www.join(format!("{name}.{artifact}.out"));
-    let seeds: Vec<PathBuf> = ["rootfs.ext4", "vmlinuz", "initrd.img"]
-        .iter()
-        .map(|f| old.join(f))
-        .collect();
-    let (actual, stderr) = extract(&nginx.url(name), &nginx_key(www), &seeds, artifact, &out);
+    let (actual, stderr) = extract(&nginx.url(name), &nginx_key(www), seeds, artifact, &out);
     assert_eq!(actual["fallback"], false, "{stderr}");
+    assert_eq!(fields(&actual), documented_fields("extract"), "{actual}");
     for k in COUNTS {
         assert_eq!(
             actual[k], predicted[k],
@@ -415,5 +448,86 @@ fn a_stale_seed_chunk_is_fetched_alone() {
         log.iter().map(|a| a.2).sum::<u64>(),
         c.downloaded,
         "{log:?}"
+    );
+}
+
+/// The image pairs of issue 12 (tests/fixtures/delta-pairs.gen.sh: a new
+/// version string, a file added, a file resized, a Debian package added,
+/// the kernel changed, nothing in common), built with `--previous` and
+/// bundled in 64 KiB chunks: for each, what nginx sends is what `slate
+/// diff` predicts, and the extracted artifacts are the new ones.
+#[test]
+fn image_pairs_download_what_diff_predicts() {
+    let test = "image_pairs_download_what_diff_predicts";
+    if !images::have_apt(test) || !Nginx::available(test) {
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("slate-pairs.")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let d = dir.path();
+    let www = d.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let (key, public) = keygen(d, "k");
+    let out = run_ok(
+        std::process::Command::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/delta-pairs.gen.sh"
+        ))
+        .arg(env!("CARGO_BIN_EXE_slate"))
+        .arg(d.join("pairs"))
+        .arg(&public)
+        .env("SLATE_CACHE_DIR", images::cache_dir()),
+    );
+    let lines = String::from_utf8(out.stdout).unwrap();
+    let nginx = Nginx::start(&www);
+    let mut seen = Vec::new();
+    for line in lines.lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        let (pair, old, new) = (f[0], PathBuf::from(f[1]), PathBuf::from(f[2]));
+        seen.push(pair.to_string());
+        let b = bundle(&new, &key, &d.join(format!("{pair}.slate")), "64K");
+        let artifacts: &[&str] = match pair {
+            "kernel-changed" => &["rootfs", "kernel", "initrd"],
+            _ => &["rootfs"],
+        };
+        for a in artifacts {
+            check_pair(&nginx, &www, &old, &new, &b, a);
+        }
+        // The whole bundle, as a device installs it.
+        let all = json(
+            slate()
+                .arg("diff")
+                .arg(&old)
+                .arg(&b)
+                .arg("--json")
+                .output()
+                .unwrap(),
+        );
+        let (got, full) = (
+            all["downloaded"].as_u64().unwrap(),
+            all["full"].as_u64().unwrap(),
+        );
+        eprintln!(
+            "{pair}: {got} of {full} bytes ({:.2}%)",
+            got as f64 * 100.0 / full as f64
+        );
+        match pair {
+            "unrelated" => assert!(got <= full + full / 100, "{pair}: {all}"),
+            "kernel-changed" => assert!(got < full, "{pair}: {all}"),
+            _ => assert!(got * 50 < full, "{pair}: under 2% of the bundle: {all}"),
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            "version",
+            "file-added",
+            "file-resized",
+            "package-added",
+            "kernel-changed",
+            "unrelated"
+        ]
     );
 }

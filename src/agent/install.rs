@@ -428,6 +428,7 @@ pub fn install(
         delta,
     } = plan;
     let slots = SlotManifests::new(&dev.config.state_dir);
+
     if let Source::Path(p) = source {
         fault::hit_source(FaultPoint::AfterVerify, p);
     } else {
@@ -449,15 +450,7 @@ pub fn install(
     slots
         .forget(target)
         .context("removing the target slot's manifest from /data")?;
-    let mut fields = vec![
-        ("slot", json!(target.to_string())),
-        ("version", json!(manifest.version)),
-        ("source", json!(source.to_string())),
-    ];
-    if let Some(c) = &delta {
-        fields.extend(count_fields(c));
-    }
-    emit("installing", &fields);
+    emit_installing(target, &manifest.version, source, delta.as_ref());
 
     let written = write_artifacts(reader.as_mut(), &part, &mut flow, target).or_else(|e| {
         if delta.is_none() || is_sink_error(&e) {
@@ -490,6 +483,10 @@ pub fn install(
             return Err(e);
         }
     };
+    // The reader keeps seed files open, the running slot's boot files on the
+    // ESP among them: close them before the ESP is unmounted.
+    let counts = reader.delta_counts();
+    drop(reader);
 
     slots
         .store(target, &manifest_bytes)
@@ -516,14 +513,7 @@ pub fn install(
     dev.save_state(state)?;
     fault::hit(FaultPoint::AfterInstalled);
     esp.unmount()?;
-    let mut fields = vec![
-        ("slot", json!(target.to_string())),
-        ("version", json!(manifest.version)),
-    ];
-    if let Some(c) = reader.delta_counts() {
-        fields.extend(count_fields(&c));
-    }
-    emit("installed", &fields);
+    emit_installed(target, &manifest.version, counts.as_ref());
     Ok(Outcome::Installed {
         slot: target,
         version: manifest.version,
@@ -652,15 +642,41 @@ impl ChunkSink for SlotSink<'_, '_> {
     }
 }
 
-/// Delta counts as event fields.
-fn count_fields(c: &Counts) -> Vec<(&'static str, serde_json::Value)> {
-    vec![
-        ("downloaded", json!(c.downloaded)),
-        ("requests", json!(c.requests)),
-        ("reused", json!(c.reused)),
-        ("holes", json!(c.holes)),
-        ("full", json!(c.full)),
-    ]
+/// The `installing` event; a delta install adds its planned counts.
+fn emit_installing(slot: SlotId, version: &str, source: &Source, delta: Option<&Counts>) {
+    let mut fields = vec![
+        ("slot", json!(slot.to_string())),
+        ("version", json!(version)),
+        ("source", json!(source.to_string())),
+    ];
+    if let Some(c) = delta {
+        fields.extend([
+            ("downloaded", json!(c.downloaded)),
+            ("requests", json!(c.requests)),
+            ("reused", json!(c.reused)),
+            ("holes", json!(c.holes)),
+            ("full", json!(c.full)),
+        ]);
+    }
+    emit("installing", &fields);
+}
+
+/// The `installed` event; a delta install adds what it received.
+fn emit_installed(slot: SlotId, version: &str, delta: Option<&Counts>) {
+    let mut fields = vec![
+        ("slot", json!(slot.to_string())),
+        ("version", json!(version)),
+    ];
+    if let Some(c) = delta {
+        fields.extend([
+            ("downloaded", json!(c.downloaded)),
+            ("requests", json!(c.requests)),
+            ("reused", json!(c.reused)),
+            ("holes", json!(c.holes)),
+            ("full", json!(c.full)),
+        ]);
+    }
+    emit("installed", &fields);
 }
 
 fn is_sink_error(e: &anyhow::Error) -> bool {

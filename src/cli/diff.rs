@@ -132,6 +132,7 @@ fn old_seeds(old: &Path, new: &BundleHead) -> anyhow::Result<SeedIndex> {
 
 fn report_json(args: &DiffArgs, p: &DeltaPlan) -> anyhow::Result<serde_json::Value> {
     let mut v = serde_json::to_value(&p.counts)?;
+    v["schema"] = 1.into();
     v["old"] = args.old.display().to_string().into();
     v["new"] = args.new.display().to_string().into();
     v["artifacts"] = p

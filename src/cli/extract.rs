@@ -206,6 +206,7 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<()> {
             v = serde_json::to_value(counts)?;
             v["fallback"] = (*fallback).into();
         }
+        v["schema"] = 1.into();
         v["artifact"] = a.name.clone().into();
         v["size"] = a.size.into();
         v["sha256"] = a.sha256.to_string().into();
