@@ -78,6 +78,22 @@ pub struct ArtifactHeader {
     pub compressed_size: u64,
 }
 
+impl ArtifactHeader {
+    /// Describes manifest artifact `index`.
+    pub fn of(index: usize, a: &ArtifactEntry) -> Self {
+        ArtifactHeader {
+            index,
+            name: a.name.clone(),
+            size: a.size,
+            sha256: a.sha256,
+            chunk_size: a.chunk_size,
+            chunks: a.chunks.len() as u64,
+            holes: a.holes(),
+            compressed_size: a.compressed_size(),
+        }
+    }
+}
+
 /// The content of a verified chunk.
 #[derive(Debug, Clone, Copy)]
 pub enum ChunkData<'a> {
@@ -307,16 +323,7 @@ impl<R: Read> BundleReader<R> {
             return Ok(None);
         };
         self.state = State::At { index: next };
-        Ok(Some(ArtifactHeader {
-            index: next,
-            name: a.name.clone(),
-            size: a.size,
-            sha256: a.sha256,
-            chunk_size: a.chunk_size,
-            chunks: a.chunks.len() as u64,
-            holes: a.holes(),
-            compressed_size: a.compressed_size(),
-        }))
+        Ok(Some(ArtifactHeader::of(next, a)))
     }
 
     /// Streams the current artifact (the one [`Self::next_artifact`] returned):

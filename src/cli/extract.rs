@@ -91,6 +91,19 @@ impl Output {
         Ok(())
     }
 
+    /// Refuses a device too small, then writes the current artifact of `src`.
+    fn write_checked(
+        &mut self,
+        src: &mut dyn ChunkSource,
+        a: &ArtifactHeader,
+        out: &Path,
+        what: &str,
+    ) -> anyhow::Result<()> {
+        self.check_room(out, a, what)?;
+        self.write(src, a)
+            .with_context(|| format!("writing {} from {what} to {}", a.name, out.display()))
+    }
+
     /// Writes the current artifact of `src`, every chunk verified first.
     fn write(&mut self, src: &mut dyn ChunkSource, a: &ArtifactHeader) -> anyhow::Result<()> {
         let progress = Progress::bytes(a.size, &a.name);
@@ -275,14 +288,7 @@ fn extract_from<R: std::io::Read>(
                 .with_context(|| format!("verifying {what}"))?;
             continue;
         }
-        output.check_room(&args.output, &a, what)?;
-        output.write(&mut reader, &a).with_context(|| {
-            format!(
-                "writing {} from {what} to {}",
-                a.name,
-                args.output.display()
-            )
-        })?;
+        output.write_checked(&mut reader, &a, &args.output, what)?;
         found = Some(a);
         break;
     }
@@ -335,14 +341,7 @@ fn extract_delta(
         if a.name != args.artifact {
             continue;
         }
-        output.check_room(&args.output, &a, what)?;
-        output.write(&mut reader, &a).with_context(|| {
-            format!(
-                "writing {} from {what} to {}",
-                a.name,
-                args.output.display()
-            )
-        })?;
+        output.write_checked(&mut reader, &a, &args.output, what)?;
         let counts = reader.counts();
         return Ok((a, counts, false));
     }

@@ -363,16 +363,7 @@ impl ChunkSource for DeltaReader {
         let index = self.next;
         self.next += 1;
         self.current = Some(index);
-        Ok(Some(ArtifactHeader {
-            index,
-            name: a.name.clone(),
-            size: a.size,
-            sha256: a.sha256,
-            chunk_size: a.chunk_size,
-            chunks: a.chunks.len() as u64,
-            holes: a.holes(),
-            compressed_size: a.compressed_size(),
-        }))
+        Ok(Some(ArtifactHeader::of(index, a)))
     }
 
     fn read_into(&mut self, sink: &mut dyn ChunkSink) -> Result<(), BundleError> {
