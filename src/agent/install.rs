@@ -196,8 +196,10 @@ struct Plan {
 
 /// How the signed head of a bundle arrived.
 enum Opened {
-    /// Streaming the whole bundle.
-    Stream(Box<dyn ChunkSource>, BundleHead),
+    /// Streaming the whole bundle, opened with [`open_verified`].
+    Stream(BundleReader<Box<dyn Read>>),
+    /// Streaming the reply of a server without range support.
+    Whole(BundleReader<Box<dyn Read + Send>>),
     /// Range requests: the head only so far.
     Ranges(RemoteHead),
 }
@@ -205,7 +207,8 @@ enum Opened {
 impl Opened {
     fn head(&self) -> &BundleHead {
         match self {
-            Opened::Stream(_, h) => h,
+            Opened::Stream(r) => r.head(),
+            Opened::Whole(r) => r.head(),
             Opened::Ranges(r) => r.head(),
         }
     }
@@ -223,8 +226,7 @@ fn open_source(source: &Source, keys: &TrustedKeys) -> Result<Opened, String> {
                     "delta_fallback",
                     &[("reason", json!(format!("{url} ignores Range requests")))],
                 );
-                let head = reader.head().clone();
-                return Ok(Opened::Stream(Box::new(reader), head));
+                return Ok(Opened::Whole(reader));
             }
             // A trust failure is final; anything else is retried as a stream.
             Err(
@@ -235,9 +237,7 @@ fn open_source(source: &Source, keys: &TrustedKeys) -> Result<Opened, String> {
             Err(e) => emit("delta_fallback", &[("reason", json!(e.to_string()))]),
         }
     }
-    let reader = open_verified(source, keys)?;
-    let head = reader.head().clone();
-    Ok(Opened::Stream(Box::new(reader), head))
+    open_verified(source, keys).map(Opened::Stream)
 }
 
 /// A stale `installing` record while the lock is ours means the installer
@@ -357,15 +357,13 @@ fn plan(
             let predicted = plan.counts.clone();
             (Box::new(remote.into_reader(seeds, plan)), Some(predicted))
         }
-        Opened::Stream(reader, _) if !source.rereadable() => (reader, None),
-        Opened::Stream(reader, _) => {
-            // Verify everything before the first write when the source allows it.
-            drop(reader);
-            match verified_twice(source, &keys, &digest) {
-                Ok(r) => (Box::new(r), None),
-                Err(reason) => return Ok(Err(reject(reason, Some(&manifest.version)))),
-            }
-        }
+        Opened::Whole(reader) => (Box::new(reader), None),
+        Opened::Stream(reader) if !source.rereadable() => (Box::new(reader), None),
+        // Verify everything before the first write when the source allows it.
+        Opened::Stream(reader) => match verify_then_reopen(reader, source, &keys, &digest) {
+            Ok(r) => (Box::new(r), None),
+            Err(rejected) => return Ok(Err(rejected)),
+        },
     };
     Ok(Ok(Plan {
         reader,
@@ -378,24 +376,28 @@ fn plan(
     }))
 }
 
-/// A file or block device: verified whole first, then opened again for
-/// writing (each chunk is still checked before it is written; the whole
-/// artifact digests were checked by the first pass and the slot is read
-/// back, so the second pass skips them).
-fn verified_twice(
+/// A file or block device: `first` is verified whole, then the source is
+/// opened again for writing (each chunk is still checked before it is
+/// written; the whole-artifact digests were checked by the first pass and
+/// the slot is read back, so the second pass skips them). `Err` is the
+/// rejection, its event emitted.
+fn verify_then_reopen(
+    first: BundleReader<Box<dyn Read>>,
     source: &Source,
     keys: &TrustedKeys,
     digest: &str,
-) -> std::result::Result<BundleReader<Box<dyn Read>>, String> {
-    let first = open_verified(source, keys)?;
-    verify_all(first, source.is_block_device()).map_err(|e| format!("{source}: {e}"))?;
+) -> std::result::Result<BundleReader<Box<dyn Read>>, Outcome> {
+    let version = first.manifest().version.clone();
+    if let Err(e) = verify_all(first, source.is_block_device()) {
+        return Err(reject(format!("{source}: {e}"), Some(&version)));
+    }
     match open_verified(source, keys) {
         Ok(mut r) if r.manifest_digest().to_string() == digest => {
             r.set_check_whole_digest(false);
             Ok(r)
         }
-        Ok(_) => Err(format!("{source} changed while reading it")),
-        Err(reason) => Err(reason),
+        Ok(_) => Err(reject(format!("{source} changed while reading it"), None)),
+        Err(reason) => Err(reject(reason, None)),
     }
 }
 
