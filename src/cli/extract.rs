@@ -11,6 +11,7 @@ use crate::bundle::{
     FileSink, Manifest, TrustedKeys, VerifiedChunk, open,
 };
 use crate::io::AtomicFile;
+use crate::io::ranges::Counting;
 use crate::io::source::{HttpTimeouts, Source};
 use crate::progress::Progress;
 use anyhow::{Context, bail};
@@ -260,9 +261,9 @@ fn extract_stream(
     what: &str,
 ) -> anyhow::Result<(ArtifactHeader, u64)> {
     let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let src = CountingRead {
+    let src = Counting {
         inner: source.open()?,
-        n: counter.clone(),
+        received: counter.clone(),
     };
     let reader = open(src, keys).with_context(|| format!("verifying {what}"))?;
     let a = extract_from(reader, args, output, what)?;
@@ -366,21 +367,6 @@ pub fn seed_index(files: &[PathBuf], manifest: &Manifest) -> anyhow::Result<Seed
             .with_context(|| format!("reading seed {}", f.display()))?;
     }
     Ok(ix)
-}
-
-/// A reader that counts the bytes it passes on.
-struct CountingRead<R> {
-    inner: R,
-    n: std::sync::Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl<R: std::io::Read> std::io::Read for CountingRead<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.n
-            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-        Ok(n)
-    }
 }
 
 /// Reads the first `len` bytes of `path` from storage (O_DIRECT, or after

@@ -45,7 +45,7 @@ pub enum RangeError {
 
 /// The body of a `200` reply: the whole resource, streaming, its bytes
 /// counted as received.
-pub struct WholeBody(std::sync::Mutex<Counting>);
+pub struct WholeBody(std::sync::Mutex<Counting<Box<dyn Read + Send>>>);
 
 impl std::fmt::Debug for WholeBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -239,13 +239,16 @@ impl RangeClient {
     }
 }
 
-/// A whole-resource body whose bytes count as received.
-struct Counting {
-    inner: Box<dyn Read + Send>,
-    received: Arc<AtomicU64>,
+/// A reader that adds the bytes it passes on to a shared counter (a
+/// whole-resource body's bytes count as received).
+pub struct Counting<R> {
+    /// The reader counted.
+    pub inner: R,
+    /// The counter.
+    pub received: Arc<AtomicU64>,
 }
 
-impl Read for Counting {
+impl<R: Read> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.received.fetch_add(n as u64, Ordering::Relaxed);
