@@ -46,6 +46,10 @@ fn bundle_from_build_verifies_and_inspects() {
         .map(|a| a["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["rootfs", "kernel", "initrd"]);
+    // The default chunk size for artifacts this small.
+    for a in j["artifacts"].as_array().unwrap() {
+        assert_eq!(a["chunk_size"], 65536, "{a}");
+    }
     // The rootfs has zero runs of more than a chunk: some chunks are holes.
     assert!(j["artifacts"][0]["holes"].as_u64().unwrap() >= 1, "{j}");
 
@@ -80,7 +84,7 @@ fn bundle_from_build_verifies_and_inspects() {
                 sha256_hex(&o.stdout),
                 "chunk {index}"
             );
-            let start = *index as usize * (1 << 20);
+            let start = *index as usize * (64 << 10);
             assert_eq!(o.stdout, rootfs[start..start + o.stdout.len()]);
         }
     } else {

@@ -37,7 +37,7 @@ fn sparse_rootfs_beyond_4_gib() {
     );
     let (key, public) = keygen(&t.path().join("k"));
     let out = t.path().join("big.slate");
-    bundle(&build, &[&key], &out, &[]);
+    bundle(&build, &[&key], &out, &["--chunk-size", "1M"]);
 
     let len = std::fs::metadata(&out).unwrap().len();
     assert!(

@@ -286,6 +286,60 @@ fn predicted_downloads_are_what_nginx_sends() {
     );
 }
 
+/// `slate diff --target`: the slot being installed is reused only where the
+/// device's front-to-back writer has not reached yet, at or after each
+/// chunk's own offset.
+#[test]
+fn diff_reuses_the_target_only_ahead_of_the_writer() {
+    let f = fixture();
+    let d = f.dir.path();
+    let unrelated = d.join("unrelated.img");
+    std::fs::write(&unrelated, noise(50, 3 << 20)).unwrap();
+    let new = build_dir(d, "new", &f.base, &noise(3, 500_000));
+    let b = bundle(&new, &f.key, &d.join("new.slate"), "64K");
+    let target_diff = |target: &[u8]| {
+        let t = d.join("target.img");
+        std::fs::write(&t, target).unwrap();
+        json(
+            slate()
+                .arg("diff")
+                .arg(&unrelated)
+                .arg(&b)
+                .arg("--target")
+                .arg(&t)
+                .args(["--artifact", "rootfs", "--json"])
+                .output()
+                .unwrap(),
+        )
+    };
+    let holes = 2u64 << 20;
+    let data = f.base.len() as u64 - holes;
+    // NEW one chunk further on: every chunk is ahead of its own offset.
+    let mut ahead = vec![0u8; 65536];
+    ahead.extend_from_slice(&f.base);
+    let p = target_diff(&ahead);
+    assert_eq!(p["fetched"], 0, "{p}");
+    assert_eq!(p["reused_by_source"]["target"], data, "{p}");
+    assert_eq!(p["holes"], holes, "{p}");
+    // NEW one chunk earlier: the writer overwrites each before it is needed.
+    let p = target_diff(&f.base[65536..]);
+    assert_eq!(p["fetched"], data, "{p}");
+    assert_eq!(p["reused"], 0, "{p}");
+    // A target that cannot be read is named.
+    let o = slate()
+        .arg("diff")
+        .arg(&unrelated)
+        .arg(&b)
+        .arg("--target")
+        .arg(d.join("missing.img"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("missing.img"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
+
 #[test]
 fn a_server_without_range_support_is_streamed() {
     let f = fixture();

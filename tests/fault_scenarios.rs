@@ -18,21 +18,10 @@ mod scenarios;
 use images::{partition_range, run_ok, sha256_range};
 use scenarios::*;
 use slate::agent::fault::{FaultAction, FaultPoint, FaultSpec};
-use slate::qemu::{ExitReason, IoError, QemuOptions, QemuOutcome, run};
+use slate::qemu::{IoError, QemuOptions, QemuOutcome, run};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-
-/// The committed entry of `slot` (no boot counter) is on the ESP.
-fn assert_committed_entry(disk: &Path, slot: &str, ctx: &str) {
-    let entries = esp_entries(disk);
-    assert!(
-        entries
-            .iter()
-            .any(|e| e.ends_with(&format!("-{slot}.conf")) && !e.contains('+')),
-        "{ctx}: no committed entry for slot {slot}: {entries:?}"
-    );
-}
 
 fn rootfs_len(f: &Fixtures, image: &str) -> u64 {
     std::fs::metadata(f.image(image).join("rootfs.ext4"))
@@ -47,10 +36,7 @@ fn assert_slot_a_intact(f: &Fixtures, disk: &Path, ctx: &str) {
 
 /// Slot A (partition 2) holds `image`'s root filesystem, byte for byte.
 fn assert_slot_a_holds(f: &Fixtures, disk: &Path, image: &str, ctx: &str) {
-    let len = rootfs_len(f, image);
-    let want = images::sha256sum(&f.image(image).join("rootfs.ext4"));
-    let (off, _) = partition_range(disk, 2);
-    assert_eq!(sha256_range(disk, off, len), want, "{ctx}: slot A changed");
+    assert_slot_holds(disk, 2, &f.image(image).join("rootfs.ext4"), ctx);
 }
 
 /// Boots with `opts` adjusted by `set`.
@@ -80,60 +66,17 @@ fn cut_at(f: &Fixtures, disk: &Path, bundle: &Path, point: FaultPoint, test: &st
     let o = boot_with(disk, &[], &[bundle], 300, &f.log(test), |o| {
         o.fault = Some(spec)
     });
-    let fired: Vec<_> = events(&o, "fault")
-        .iter()
-        .filter(|e| e["point"] == point.name())
-        .map(|e| e["action"].clone())
-        .collect();
-    assert_eq!(
-        fired,
-        ["poweroff"],
-        "{point}: the fault did not fire\n{}",
-        describe(&o)
-    );
-    assert!(
-        matches!(o.exit_reason, ExitReason::QemuExited { .. }),
-        "{point}: the guest did not power off\n{}",
-        describe(&o)
-    );
+    assert_powered_off_at(&o, point);
     o
 }
 
-/// What the stored phase may be right after a cut at `point`.
-fn phases_after_cut(point: FaultPoint) -> &'static [&'static str] {
-    use FaultPoint::*;
-    match point {
-        AfterVerify | AfterDisable => &["idle"],
-        AfterInstalling | AfterFirstWrite | MidSlot | AfterSlotSync | AfterBootFiles
-        | AfterTrialEntry => &["installing"],
-        AfterInstalled | TrialBeforeVerdict | TrialAfterMarkGood => &["installed"],
-        TrialAfterFailedSaved | TrialAfterMarkBad | RollbackAfterDisable => &["failed"],
-        RollbackAfterSaved | CommitAfterSaved => &["idle"],
-        AbandonAfterDisable => &["installing"],
-        GrowAfterBackup => &["idle"],
-    }
-}
-
-/// Checks the device right after a cut: A intact, ESP clean with A's
-/// committed entry, the stored state one of the phases the cut can leave,
-/// the floor not raised before a commit.
+/// The checks right after a cut at `point` on a `v1` disk, the floor not
+/// raised before a commit.
 fn check_after_cut(f: &Fixtures, disk: &Path, point: FaultPoint, test: &str) {
-    let ctx = format!("after a cut at {point}");
-    assert_slot_a_intact(f, disk, &ctx);
-    assert_esp_clean(disk, &f.dir.path().join(format!("{test}.esp")), &ctx);
-    assert_committed_entry(disk, "a", &ctx);
-    let state = device_state(disk, &f.dir.path().join(format!("{test}.data")));
-    let phase = state["update"]["phase"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    assert!(
-        phases_after_cut(point).contains(&phase.as_str()),
-        "{ctx}: phase {phase}: {state}"
-    );
-    let floor = state["floor"].as_u64().unwrap();
     let committed = point == FaultPoint::CommitAfterSaved;
-    assert_eq!(floor, if committed { 2 } else { 1 }, "{ctx}: {state}");
+    let scratch = f.dir.path().join(test);
+    let a = f.image("v1").join("rootfs.ext4");
+    scenarios::check_after_cut(disk, &a, point, &scratch, if committed { 2 } else { 1 });
 }
 
 /// The restart after a cut with the good v2: v2 commits in B, then v3 (also
@@ -266,6 +209,7 @@ good! {
     cut_mid_slot => MidSlot,
     cut_after_slot_sync => AfterSlotSync,
     cut_after_boot_files => AfterBootFiles,
+    cut_after_slot_manifest => AfterSlotManifest,
     cut_after_trial_entry_before_installed => AfterTrialEntry,
     cut_after_installed => AfterInstalled,
     cut_during_trial_before_verdict => TrialBeforeVerdict,

@@ -13,7 +13,7 @@ mod images;
 
 use images::{cache_dir, keygen, run_ok, slate};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 const GEN: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -21,51 +21,7 @@ const GEN: &str = concat!(
 );
 
 use images::shared as common;
-
-/// `python3 -m http.server` on 127.0.0.1 (an ephemeral port), killed on drop.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Server {
-    fn start(root: &Path, port: u16) -> Server {
-        let mut child = Command::new("python3")
-            .args([
-                "-u",
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
-            .arg("--directory")
-            .arg(root)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting python3 -m http.server");
-        let mut line = String::new();
-        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-        // "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
-        let port = line
-            .split_whitespace()
-            .skip_while(|w| *w != "port")
-            .nth(1)
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected http.server output {line:?}"));
-        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-        Server { child, port }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use images::shared::pyhttp::PyHttp;
 
 fn fixture(args: &[&dyn AsRef<std::ffi::OsStr>]) {
     let mut c = Command::new(GEN);
@@ -198,8 +154,8 @@ fn issue_10_locks_survive_the_archive() {
         recipe: recipes.join("app.toml"),
     };
     f.publish("1.0");
-    let server = Server::start(&srv, 0);
-    let port = server.port;
+    let server = PyHttp::start(&srv);
+    let port = server.port();
     std::fs::write(
         &f.recipe,
         format!(
@@ -314,8 +270,7 @@ snapshot_mirror = "http://127.0.0.1:{port}/snapshot"
     std::fs::create_dir_all(snap.parent().unwrap()).unwrap();
     std::fs::rename(srv.join("debian"), &snap).unwrap();
     f.publish("1.1");
-    let server = Server::start(&srv, port);
-    assert_eq!(server.port, port);
+    let server = PyHttp::start_on(&srv, port);
     let lock_before = f.lock();
     let o = f.build("cache2", "moved", &["--locked"]);
     ok(&o, "locked build after the archive dropped 1.0");

@@ -66,7 +66,7 @@ macro_rules! fault_points {
 
 fault_points! {
     AfterVerify = "install.after_verify":
-        "Every check passed and the whole bundle verified; nothing is written yet.",
+        "Every check passed (the whole bundle verified; from a URL, its signed head); nothing is written yet.",
     AfterDisable = "install.after_disable":
         "The target slot's boot entry was removed; the state does not say `installing` yet.",
     AfterInstalling = "install.after_installing":
@@ -79,6 +79,8 @@ fault_points! {
         "The whole rootfs was written and fsynced, before the read-back.",
     AfterBootFiles = "install.after_boot_files":
         "The slot's kernel and initrd were written to the ESP and read back.",
+    AfterSlotManifest = "install.after_slot_manifest":
+        "The new slot's signed manifest is stored on /data; the slot has no boot entry yet.",
     AfterTrialEntry = "install.after_trial_entry":
         "The trial boot entry exists; the state still says `installing`.",
     AfterInstalled = "install.after_installed":

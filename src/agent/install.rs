@@ -493,6 +493,7 @@ pub fn install(
     slots
         .store(target, &manifest_bytes)
         .context("storing the new slot's manifest on /data")?;
+    fault::hit(FaultPoint::AfterSlotManifest);
 
     // 6. Bootable only now.
     let data = dev.params.data.clone().unwrap_or_default();

@@ -70,6 +70,10 @@ pub fn partition_by_guid(guid: &str) -> Result<BlockPartition> {
         .with_context(|| format!("no partition with GPT GUID {guid}"))
 }
 
+/// How long a read-write mount of the ESP waits while a read-only mount of
+/// it (a `slate-agent status`) is in the way.
+pub const ESP_BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The ESP mounted at a directory for as long as this value lives.
 #[derive(Debug)]
 pub struct EspMount {
@@ -79,6 +83,11 @@ pub struct EspMount {
 
 impl EspMount {
     /// Mounts `dev` (vfat) at `dir`, read-write or read-only.
+    ///
+    /// The kernel refuses (EBUSY) a read-write mount of a device it has
+    /// mounted read-only elsewhere: `slate-agent status` holds such a mount
+    /// for a moment. A read-write mount therefore retries for up to
+    /// [`ESP_BUSY_WAIT`] before it fails.
     pub fn mount(dev: &Path, dir: &Path, writable: bool) -> Result<Self> {
         use rustix::mount::{MountFlags, mount};
         std::fs::create_dir_all(dir).ok();
@@ -87,8 +96,22 @@ impl EspMount {
         } else {
             MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC
         };
-        mount(dev, dir, "vfat", flags, None::<&std::ffi::CStr>)
-            .with_context(|| format!("mounting the ESP {} at {}", dev.display(), dir.display()))?;
+        let deadline = std::time::Instant::now() + ESP_BUSY_WAIT;
+        loop {
+            match mount(dev, dir, "vfat", flags, None::<&std::ffi::CStr>) {
+                Err(rustix::io::Errno::BUSY)
+                    if writable && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                r => {
+                    r.with_context(|| {
+                        format!("mounting the ESP {} at {}", dev.display(), dir.display())
+                    })?;
+                    break;
+                }
+            }
+        }
         Ok(Self {
             dir: dir.to_path_buf(),
             mounted: true,

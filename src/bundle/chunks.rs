@@ -53,7 +53,6 @@ pub trait ChunkSource {
 pub struct FileSink<'a> {
     file: &'a File,
     pos: u64,
-    zeros: Vec<u8>,
     sparse: bool,
 }
 
@@ -63,7 +62,6 @@ impl<'a> FileSink<'a> {
         Self {
             file,
             pos: 0,
-            zeros: Vec::new(),
             sparse: false,
         }
     }
@@ -97,15 +95,9 @@ impl ChunkSink for FileSink<'_> {
                 }
             }
             ChunkData::Zeros(n) => {
-                if self.zeros.is_empty() {
-                    self.zeros = vec![0u8; 1 << 16];
-                }
-                let mut left = n;
-                while left > 0 {
-                    let k = left.min(self.zeros.len() as u64) as usize;
-                    self.file.write_all_at(&self.zeros[..k], self.pos)?;
-                    self.pos += k as u64;
-                    left -= k as u64;
+                for z in crate::io::sparse::zero_slices(n) {
+                    self.file.write_all_at(z, self.pos)?;
+                    self.pos += z.len() as u64;
                 }
             }
         }

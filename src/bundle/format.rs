@@ -33,7 +33,8 @@ pub const MAX_SIGNATURES: u32 = 16;
 /// Most artifacts in one bundle.
 pub const MAX_ARTIFACTS: usize = 16;
 
-/// Most chunks over all artifacts of a bundle (128 GiB at the default chunk size).
+/// Most chunks over all artifacts of a bundle (8 GiB at the default chunk
+/// size, 2 TiB at [`MAX_CHUNK_SIZE`]).
 pub const MAX_CHUNKS: u64 = 1 << 17;
 
 /// Smallest chunk size (64 KiB); chunk sizes are powers of two.
@@ -42,8 +43,28 @@ pub const MIN_CHUNK_SIZE: u64 = 1 << 16;
 /// Largest chunk size (16 MiB): a reader's buffers are a small multiple of it.
 pub const MAX_CHUNK_SIZE: u64 = 1 << 24;
 
-/// The chunk size `slate bundle` uses (1 MiB); see docs/bundle-format.md for why.
-pub const DEFAULT_CHUNK_SIZE: u64 = 1 << 20;
+/// The chunk size `slate bundle` uses (64 KiB) for artifacts that fit in
+/// [`MAX_CHUNKS`] chunks of it; see [`chunk_size_for`] and
+/// docs/bundle-format.md for why.
+pub const DEFAULT_CHUNK_SIZE: u64 = MIN_CHUNK_SIZE;
+
+/// The chunk size for artifacts of `sizes` bytes: [`DEFAULT_CHUNK_SIZE`], or
+/// the smallest larger power of two at which they fit in [`MAX_CHUNKS`]
+/// chunks; `None` when not even [`MAX_CHUNK_SIZE`] is enough.
+pub fn chunk_size_for(sizes: impl IntoIterator<Item = u64> + Clone) -> Option<u64> {
+    let mut cs = DEFAULT_CHUNK_SIZE;
+    while cs <= MAX_CHUNK_SIZE {
+        let chunks = sizes
+            .clone()
+            .into_iter()
+            .fold(0u64, |n, s| n.saturating_add(s.div_ceil(cs)));
+        if chunks <= MAX_CHUNKS {
+            return Some(cs);
+        }
+        cs *= 2;
+    }
+    None
+}
 
 /// Longest text field (name, version, compatible), in bytes.
 pub const MAX_TEXT_LEN: usize = 128;
@@ -248,6 +269,22 @@ mod tests {
             signature_count: 2,
             payload_len: 5 << 32,
         }
+    }
+
+    #[test]
+    fn chunk_size_grows_only_past_the_chunk_limit() {
+        const GIB: u64 = 1 << 30;
+        assert_eq!(chunk_size_for([100 << 20, 8 << 20]), Some(64 << 10));
+        // 8 GiB in all is exactly the limit at 64 KiB; one byte more doubles it.
+        assert_eq!(
+            chunk_size_for([8 * GIB - (1 << 20), 1 << 20]),
+            Some(64 << 10)
+        );
+        assert_eq!(chunk_size_for([8 * GIB, 1]), Some(128 << 10));
+        assert_eq!(chunk_size_for([100 * GIB]), Some(1 << 20));
+        assert_eq!(chunk_size_for([2048 * GIB]), Some(16 << 20));
+        assert_eq!(chunk_size_for([2048 * GIB + 1]), None);
+        assert_eq!(chunk_size_for([u64::MAX, u64::MAX]), None);
     }
 
     #[test]

@@ -41,13 +41,9 @@ impl Digest {
 
     /// SHA-256 of `len` zero bytes, hashed from a small buffer.
     pub fn of_zeros(len: u64) -> Digest {
-        let zeros = [0u8; 64 * 1024];
         let mut h = Sha256::new();
-        let mut left = len;
-        while left > 0 {
-            let n = left.min(zeros.len() as u64) as usize;
-            h.update(&zeros[..n]);
-            left -= n as u64;
+        for z in crate::io::sparse::zero_slices(len) {
+            h.update(z);
         }
         Digest(h.finalize().into())
     }

@@ -19,9 +19,7 @@
 //! ```
 
 use super::error::{BundleError, CorruptKind, Region};
-use super::format::{
-    HEADER_LEN, Header, MAX_CHUNK_SIZE, SIGNATURE_RECORD_LEN, SignatureRecord, region_at,
-};
+use super::format::{HEADER_LEN, Header, SIGNATURE_RECORD_LEN, SignatureRecord, region_at};
 use super::manifest::{ArtifactEntry, Digest, Manifest};
 use super::pipeline::{Pool, default_workers};
 use super::signing::{SignatureStatus, TrustedKeys, verify_embedded, verify_trusted};
@@ -367,20 +365,13 @@ impl<R: Read> BundleReader<R> {
         holes: Holes,
         mut on_progress: impl FnMut(u64),
     ) -> Result<(), BundleError> {
-        let mut zeros: Vec<u8> = Vec::new();
         self.read_chunks(|c| {
             match c.data {
                 ChunkData::Bytes(b) => dst.write_all(b)?,
                 ChunkData::Zeros(n) => match holes {
                     Holes::WriteZeros => {
-                        if zeros.is_empty() {
-                            zeros = vec![0u8; n.min(MAX_CHUNK_SIZE) as usize];
-                        }
-                        let mut left = n;
-                        while left > 0 {
-                            let k = left.min(zeros.len() as u64) as usize;
-                            dst.write_all(&zeros[..k])?;
-                            left -= k as u64;
+                        for z in crate::io::sparse::zero_slices(n) {
+                            dst.write_all(z)?;
                         }
                     }
                     Holes::Seek if c.last => {
@@ -455,10 +446,74 @@ struct Job {
     out: Vec<u8>,
 }
 
-enum Fault {
+/// What is wrong with one chunk.
+pub(crate) enum Fault {
     Decompress(String),
     Length(u64),
     Digest,
+}
+
+impl Fault {
+    /// The error for chunk `index` of `a`.
+    pub(crate) fn of_chunk(self, a: &ArtifactEntry, index: u64) -> BundleError {
+        let offset = index * a.chunk_size;
+        let artifact = a.name.clone();
+        BundleError::Corrupt(match self {
+            Fault::Decompress(reason) => CorruptKind::ChunkDecompress {
+                artifact,
+                index,
+                offset,
+                reason,
+            },
+            Fault::Length(found) => CorruptKind::ChunkLength {
+                artifact,
+                index,
+                offset,
+                expected: a.chunk_len(index),
+                found,
+            },
+            Fault::Digest => CorruptKind::ChunkDigest {
+                artifact,
+                index,
+                offset,
+            },
+        })
+    }
+}
+
+/// Decompresses one chunk into `out` and checks its length and digest.
+pub(crate) fn decompress_chunk(
+    d: &mut zstd::bulk::Decompressor<'static>,
+    compressed: &[u8],
+    len: usize,
+    expected: Digest,
+    out: &mut Vec<u8>,
+) -> Result<(), Fault> {
+    out.clear();
+    out.reserve(len);
+    match d.decompress_to_buffer(compressed, out) {
+        Err(e) => Err(Fault::Decompress(e.to_string())),
+        Ok(n) if n != len => Err(Fault::Length(n as u64)),
+        Ok(_) if Digest::of(out) != expected => Err(Fault::Digest),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// The digests of all-zero chunks, by length, each computed once: a hole's
+/// signed digest must be one of these.
+#[derive(Default)]
+pub(crate) struct ZeroDigests(Vec<(u64, Digest)>);
+
+impl ZeroDigests {
+    /// The SHA-256 of `len` zero bytes.
+    pub(crate) fn of(&mut self, len: u64) -> Digest {
+        if let Some((_, d)) = self.0.iter().find(|(l, _)| *l == len) {
+            return *d;
+        }
+        let d = Digest::of_zeros(len);
+        self.0.push((len, d));
+        d
+    }
 }
 
 struct Done {
@@ -470,16 +525,9 @@ fn decompress_and_check(
     dctx: &mut Option<zstd::bulk::Decompressor<'static>>,
     mut job: Job,
 ) -> Done {
-    job.out.clear();
-    job.out.reserve(job.len);
     let result = match dctx {
         None => Err(Fault::Decompress("cannot create a zstd context".into())),
-        Some(d) => match d.decompress_to_buffer(&job.compressed, &mut job.out) {
-            Err(e) => Err(Fault::Decompress(e.to_string())),
-            Ok(n) if n != job.len => Err(Fault::Length(n as u64)),
-            Ok(_) if Digest::of(&job.out) != job.expected => Err(Fault::Digest),
-            Ok(_) => Ok(()),
-        },
+        Some(d) => decompress_chunk(d, &job.compressed, job.len, job.expected, &mut job.out),
     };
     Done { job, result }
 }
@@ -514,18 +562,15 @@ fn spawn_whole_hasher<'scope>(
     let (back_tx, back_rx) = channel::<Vec<u8>>();
     let handle = s.spawn(move || {
         let mut h = Sha256::new();
-        let zeros = vec![0u8; 64 * 1024];
         for item in rx {
             match item {
                 ToHash::Bytes(b) => {
                     h.update(&b);
                     let _ = back_tx.send(b);
                 }
-                ToHash::Zeros(mut left) => {
-                    while left > 0 {
-                        let k = left.min(zeros.len() as u64) as usize;
-                        h.update(&zeros[..k]);
-                        left -= k as u64;
+                ToHash::Zeros(n) => {
+                    for z in crate::io::sparse::zero_slices(n) {
+                        h.update(z);
                     }
                 }
             }
@@ -551,37 +596,14 @@ where
     F: FnMut(VerifiedChunk<'_>) -> io::Result<()>,
 {
     let count = a.chunks.len() as u64;
-    let mut zero_digests: Vec<(u64, Digest)> = Vec::new();
+    let mut zero_digests = ZeroDigests::default();
     let mut spare_in: Vec<Vec<u8>> = Vec::new();
     let mut spare_out: Vec<Vec<u8>> = Vec::new();
     let sink_err = |source: io::Error| BundleError::Sink {
         artifact: a.name.clone(),
         source,
     };
-    let corrupt = |index: u64, fault: Fault| -> BundleError {
-        let offset = index * a.chunk_size;
-        let artifact = a.name.clone();
-        BundleError::Corrupt(match fault {
-            Fault::Decompress(reason) => CorruptKind::ChunkDecompress {
-                artifact,
-                index,
-                offset,
-                reason,
-            },
-            Fault::Length(found) => CorruptKind::ChunkLength {
-                artifact,
-                index,
-                offset,
-                expected: a.chunk_len(index),
-                found,
-            },
-            Fault::Digest => CorruptKind::ChunkDigest {
-                artifact,
-                index,
-                offset,
-            },
-        })
-    };
+    let corrupt = |index: u64, fault: Fault| fault.of_chunk(a, index);
     let hasher_gone = || BundleError::Io(io::Error::other("the hashing thread stopped"));
     // Each job holds up to two chunk-sized buffers; large chunks get fewer
     // jobs in flight so memory stays near JOB_BUFFER_BUDGET.
@@ -646,15 +668,7 @@ where
             match p {
                 Pending::Hole(i) => {
                     let len = a.chunk_len(i);
-                    let digest = match zero_digests.iter().find(|(l, _)| *l == len) {
-                        Some((_, d)) => *d,
-                        None => {
-                            let d = Digest::of_zeros(len);
-                            zero_digests.push((len, d));
-                            d
-                        }
-                    };
-                    if digest != a.chunks[i as usize].sha256 {
+                    if zero_digests.of(len) != a.chunks[i as usize].sha256 {
                         return Err(corrupt(i, Fault::Digest));
                     }
                     on_chunk(VerifiedChunk {

@@ -1,5 +1,6 @@
 //! `slate bundle`: pack a build directory into a signed update bundle.
 
+use crate::bundle::format::{MAX_CHUNK_SIZE, MAX_CHUNKS, chunk_size_for};
 use crate::bundle::{SecretKey, WriteOptions, from_build_dir, write_bundle, writer::DEFAULT_LEVEL};
 use crate::io::AtomicFile;
 use crate::progress::Progress;
@@ -25,9 +26,11 @@ pub struct BundleArgs {
     /// zstd compression level, 1 to 19.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_LEVEL)]
     pub level: i32,
-    /// Uncompressed chunk size, a power of two from 64K to 16M.
-    #[arg(long, value_name = "SIZE", default_value = "1M")]
-    pub chunk_size: Bytes,
+    /// Uncompressed chunk size, a power of two from 64K to 16M (default:
+    /// 64K, or the smallest size at which the artifacts fit in the bundle's
+    /// 131072 chunks).
+    #[arg(long, value_name = "SIZE")]
+    pub chunk_size: Option<Bytes>,
     /// Compression threads (default: one per core).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -44,8 +47,17 @@ pub fn run(args: BundleArgs) -> anyhow::Result<()> {
     if args.output.is_dir() {
         bail!("output {} is a directory", args.output.display());
     }
+    let chunk_size = match args.chunk_size {
+        Some(cs) => cs.get(),
+        None => chunk_size_for(inputs.iter().map(|a| a.size)).with_context(|| {
+            format!(
+                "{}: the artifacts are too large for a bundle ({MAX_CHUNKS} chunks of at most {MAX_CHUNK_SIZE} bytes)",
+                args.build_dir.display()
+            )
+        })?,
+    };
     let mut opts = WriteOptions {
-        chunk_size: args.chunk_size.get(),
+        chunk_size,
         level: args.level,
         ..WriteOptions::default()
     };

@@ -1,7 +1,8 @@
 //! `slate diff OLD NEW`: what a device running OLD would download of the
 //! bundle NEW, planned exactly as the device plans it (docs/updates.md,
 //! "Delta updates"): the chunks of NEW it holds in its running slot and its
-//! boot files are reused, chunks repeated inside an artifact are copied, and
+//! boot files are reused (and, with `--target`, the slot being installed,
+//! ahead of the writer), chunks repeated inside an artifact are copied, and
 //! the rest is fetched with merged range requests after the signed head.
 
 use crate::build_manifest::BuildManifest;
@@ -20,6 +21,12 @@ pub struct DiffArgs {
     pub old: PathBuf,
     /// The new bundle.
     pub new: PathBuf,
+    /// What the slot being installed holds now (a build directory, a bundle
+    /// or a slot image), for a device that stored its manifest: its chunks
+    /// are reused only at or after their own offset, as the device's writer
+    /// overwrites that slot front to back.
+    #[arg(long, value_name = "OLD_TARGET")]
+    pub target: Option<PathBuf>,
     /// Plan only this artifact (repeatable); default: every artifact, as a
     /// device installs them.
     #[arg(long = "artifact", value_name = "NAME")]
@@ -47,7 +54,11 @@ pub fn run(args: DiffArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let seeds = old_seeds(&args.old, &new)?;
+    let mut seeds = SeedIndex::new();
+    add_old_seeds(&mut seeds, &args.old, Role::Running, &new)?;
+    if let Some(t) = &args.target {
+        add_old_seeds(&mut seeds, t, Role::Target, &new)?;
+    }
     let select = |n: &str| args.artifacts.is_empty() || args.artifacts.iter().any(|a| a == n);
     let p = plan(&new.header, &new.manifest, &seeds, &select);
     if args.json {
@@ -72,29 +83,56 @@ fn is_bundle(path: &Path) -> bool {
         .is_ok_and(|()| m == MAGIC)
 }
 
-/// The chunks a device running `old` holds.
-fn old_seeds(old: &Path, new: &BundleHead) -> anyhow::Result<SeedIndex> {
-    let mut ix = SeedIndex::new();
+/// Which of OLD's artifacts seed the plan, under which label.
+#[derive(Clone, Copy)]
+enum Role {
+    /// The running slot: its rootfs, kernel and initrd.
+    Running,
+    /// The target slot's old content: its rootfs, ahead of the writer only.
+    Target,
+}
+
+impl Role {
+    fn seeds(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Role::Running => &DEVICE_SEEDS,
+            Role::Target => &[("rootfs", "target")],
+        }
+    }
+}
+
+/// Adds to `ix` the chunks the device holds in `old` (a build directory, a
+/// bundle or a slot image) in `role`.
+fn add_old_seeds(
+    ix: &mut SeedIndex,
+    old: &Path,
+    role: Role,
+    new: &BundleHead,
+) -> anyhow::Result<()> {
     let shown = old.display();
+    let ahead_only = matches!(role, Role::Target);
+    let seed = |ix: &mut SeedIndex, label: &str, path: &Path| {
+        ix.add_seed(Seed {
+            label: label.into(),
+            path: path.to_path_buf(),
+            ahead_only,
+        })
+    };
     if old.is_dir() {
         let m =
             BuildManifest::load(old).with_context(|| format!("reading build directory {shown}"))?;
-        for (artifact, label) in DEVICE_SEEDS {
+        for &(artifact, label) in role.seeds() {
             let Some(a) = m.artifacts.iter().find(|a| a.name == artifact) else {
                 continue;
             };
             let path = old.join(&a.file);
-            let s = ix.add_seed(Seed {
-                label: label.into(),
-                path: path.clone(),
-                ahead_only: false,
-            });
+            let s = seed(ix, label, &path);
             ix.index_file(s, &new.manifest)
                 .with_context(|| format!("reading {}", path.display()))?;
         }
     } else if is_bundle(old) {
         let head = read_head(old)?;
-        for (artifact, label) in DEVICE_SEEDS {
+        for &(artifact, label) in role.seeds() {
             let Some(a) = head.manifest.artifacts.iter().find(|a| a.name == artifact) else {
                 continue;
             };
@@ -110,24 +148,16 @@ fn old_seeds(old: &Path, new: &BundleHead) -> anyhow::Result<SeedIndex> {
                     a.chunk_size
                 );
             }
-            let s = ix.add_seed(Seed {
-                label: label.into(),
-                path: old.to_path_buf(),
-                ahead_only: false,
-            });
+            let s = seed(ix, label, old);
             ix.index_artifact(s, a);
         }
     } else {
         std::fs::File::open(old).with_context(|| format!("opening slot image {shown}"))?;
-        let s = ix.add_seed(Seed {
-            label: "slot".into(),
-            path: old.to_path_buf(),
-            ahead_only: false,
-        });
+        let s = seed(ix, role.seeds()[0].1, old);
         ix.index_file(s, &new.manifest)
             .with_context(|| format!("reading {shown}"))?;
     }
-    Ok(ix)
+    Ok(())
 }
 
 fn report_json(args: &DiffArgs, p: &DeltaPlan) -> anyhow::Result<serde_json::Value> {

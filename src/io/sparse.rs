@@ -5,6 +5,15 @@ use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 
+/// 64 KiB of zeros, for writing or hashing runs of zeros piecewise.
+static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+
+/// `n` zero bytes as slices of at most 64 KiB, without allocating.
+pub fn zero_slices(n: u64) -> impl Iterator<Item = &'static [u8]> {
+    let size = ZEROS.len() as u64;
+    (0..n.div_ceil(size)).map(move |i| &ZEROS[..(n - i * size).min(size) as usize])
+}
+
 /// Whether `b` is all zero bytes (a hole when written).
 pub fn is_zero(b: &[u8]) -> bool {
     // Wide OR-folds vectorise; `iter().all` with its early exit does not.
@@ -78,6 +87,16 @@ pub fn copy_sparse(src: &File, len: u64, dst: &File, dst_offset: u64) -> io::Res
 mod tests {
     use super::*;
     use std::io::{Seek, SeekFrom, Write};
+
+    #[test]
+    fn zero_slices_cover_exactly_n_bytes() {
+        for n in [0u64, 1, 65535, 65536, 65537, 3 << 16, (5 << 20) + 7] {
+            let lens: Vec<usize> = zero_slices(n).map(<[u8]>::len).collect();
+            assert_eq!(lens.iter().sum::<usize>() as u64, n, "{n}");
+            assert!(lens.iter().all(|&l| l > 0 && l <= 1 << 16), "{n}: {lens:?}");
+            assert!(zero_slices(n).all(is_zero));
+        }
+    }
 
     #[test]
     fn zero_detection() {

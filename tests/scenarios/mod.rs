@@ -666,3 +666,85 @@ pub fn assert_data_fills_disk(disk: &Path, scratch: &Path, ctx: &str) -> PathBuf
     );
     part
 }
+
+/// The committed entry of `slot` (no boot counter) is on the ESP.
+pub fn assert_committed_entry(disk: &Path, slot: &str, ctx: &str) {
+    let entries = esp_entries(disk);
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.ends_with(&format!("-{slot}.conf")) && !e.contains('+')),
+        "{ctx}: no committed entry for slot {slot}: {entries:?}"
+    );
+}
+
+/// What the stored phase may be right after a cut at `point`.
+pub fn phases_after_cut(point: slate::agent::fault::FaultPoint) -> &'static [&'static str] {
+    use slate::agent::fault::FaultPoint::*;
+    match point {
+        AfterVerify | AfterDisable => &["idle"],
+        AfterInstalling | AfterFirstWrite | MidSlot | AfterSlotSync | AfterBootFiles
+        | AfterSlotManifest | AfterTrialEntry => &["installing"],
+        AfterInstalled | TrialBeforeVerdict | TrialAfterMarkGood => &["installed"],
+        TrialAfterFailedSaved | TrialAfterMarkBad | RollbackAfterDisable => &["failed"],
+        RollbackAfterSaved | CommitAfterSaved => &["idle"],
+        AbandonAfterDisable => &["installing"],
+        GrowAfterBackup => &["idle"],
+    }
+}
+
+/// The fault at `point` fired, once, and powered the guest off.
+pub fn assert_powered_off_at(o: &QemuOutcome, point: slate::agent::fault::FaultPoint) {
+    let fired: Vec<_> = events(o, "fault")
+        .iter()
+        .filter(|e| e["point"] == point.name())
+        .map(|e| e["action"].clone())
+        .collect();
+    assert_eq!(
+        fired,
+        ["poweroff"],
+        "{point}: the fault did not fire\n{}",
+        describe(o)
+    );
+    assert!(
+        matches!(o.exit_reason, slate::qemu::ExitReason::QemuExited { .. }),
+        "{point}: the guest did not power off\n{}",
+        describe(o)
+    );
+}
+
+/// The checks of a device right after a cut at `point` (issue 9): slot A
+/// holds `a_rootfs` byte for byte, the ESP is clean and keeps A's committed
+/// entry, the stored phase is one the cut can leave, and the floor is
+/// `floor`. Partitions are extracted to `scratch` plus `.esp` and `.data`.
+pub fn check_after_cut(
+    disk: &Path,
+    a_rootfs: &Path,
+    point: slate::agent::fault::FaultPoint,
+    scratch: &Path,
+    floor: u64,
+) {
+    let ctx = format!("after a cut at {point}");
+    assert_slot_holds(disk, 2, a_rootfs, &ctx);
+    let with = |ext: &str| scratch.with_extension(ext);
+    assert_esp_clean(disk, &with("esp"), &ctx);
+    assert_committed_entry(disk, "a", &ctx);
+    let state = device_state(disk, &with("data"));
+    let phase = state["update"]["phase"].as_str().unwrap_or_default();
+    assert!(
+        phases_after_cut(point).contains(&phase),
+        "{ctx}: phase {phase}: {state}"
+    );
+    assert_eq!(state["floor"], floor, "{ctx}: {state}");
+}
+
+/// Partition `n` of `disk` starts with `rootfs`'s bytes.
+pub fn assert_slot_holds(disk: &Path, n: u32, rootfs: &Path, ctx: &str) {
+    let len = std::fs::metadata(rootfs).unwrap().len();
+    assert_eq!(
+        slot_hash(disk, n, len),
+        images::sha256sum(rootfs),
+        "{ctx}: partition {n} does not hold {}",
+        rootfs.display()
+    );
+}

@@ -9,7 +9,10 @@ use crate::bundle::chunks::{ChunkSink, ChunkSource};
 use crate::bundle::error::{BundleError, CorruptKind};
 use crate::bundle::format::{HEADER_LEN, Header};
 use crate::bundle::manifest::{ArtifactEntry, Digest, Manifest};
-use crate::bundle::reader::{ArtifactHeader, BundleHead, BundleReader, ChunkData, VerifiedChunk};
+use crate::bundle::reader::{
+    ArtifactHeader, BundleHead, BundleReader, ChunkData, Fault, VerifiedChunk, ZeroDigests,
+    decompress_chunk,
+};
 use crate::bundle::signing::TrustedKeys;
 use crate::io::ranges::{RangeBody, RangeClient, RangeError};
 use crate::io::source::HttpTimeouts;
@@ -219,39 +222,12 @@ impl DeltaReader {
         compressed: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), BundleError> {
-        let offset = index * a.chunk_size;
-        let len = a.chunk_len(index) as usize;
         if self.dctx.is_none() {
             self.dctx = Some(zstd::bulk::Decompressor::new().map_err(BundleError::Io)?);
         }
-        out.clear();
-        out.reserve(len);
         let d = self.dctx.as_mut().expect("created");
-        let n = d.decompress_to_buffer(compressed, out).map_err(|e| {
-            BundleError::Corrupt(CorruptKind::ChunkDecompress {
-                artifact: a.name.clone(),
-                index,
-                offset,
-                reason: e.to_string(),
-            })
-        })?;
-        if n != len {
-            return Err(BundleError::Corrupt(CorruptKind::ChunkLength {
-                artifact: a.name.clone(),
-                index,
-                offset,
-                expected: len as u64,
-                found: n as u64,
-            }));
-        }
-        if Digest::of(out) != a.chunks[index as usize].sha256 {
-            return Err(BundleError::Corrupt(CorruptKind::ChunkDigest {
-                artifact: a.name.clone(),
-                index,
-                offset,
-            }));
-        }
-        Ok(())
+        let (len, want) = (a.chunk_len(index) as usize, a.chunks[index as usize].sha256);
+        decompress_chunk(d, compressed, len, want, out).map_err(|f| f.of_chunk(a, index))
     }
 
     fn assemble(&mut self, ap: &ArtifactPlan, sink: &mut dyn ChunkSink) -> Result<(), BundleError> {
@@ -265,7 +241,7 @@ impl DeltaReader {
         let mut compressed = Vec::new();
         let mut out = Vec::new();
         let mut open: Option<OpenRequest> = None;
-        let mut zero_digests: Vec<(u64, Digest)> = Vec::new();
+        let mut zero_digests = ZeroDigests::default();
         for (i, &cp) in ap.chunks.iter().enumerate() {
             let index = i as u64;
             let len = a.chunk_len(index);
@@ -278,20 +254,8 @@ impl DeltaReader {
             };
             match cp {
                 ChunkPlan::Hole => {
-                    let d = match zero_digests.iter().find(|(l, _)| *l == len) {
-                        Some((_, d)) => *d,
-                        None => {
-                            let d = Digest::of_zeros(len);
-                            zero_digests.push((len, d));
-                            d
-                        }
-                    };
-                    if d != entry.sha256 {
-                        return Err(BundleError::Corrupt(CorruptKind::ChunkDigest {
-                            artifact: a.name.clone(),
-                            index,
-                            offset: index * a.chunk_size,
-                        }));
+                    if zero_digests.of(len) != entry.sha256 {
+                        return Err(Fault::Digest.of_chunk(&a, index));
                     }
                     sink.put(chunk(ChunkData::Zeros(len))).map_err(sink_err)?;
                     self.counts.holes += len;
