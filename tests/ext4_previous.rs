@@ -163,11 +163,22 @@ fn tools() -> bool {
     true
 }
 
+/// The images and layouts [`pair`] made.
+struct Pair {
+    /// Holds the images.
+    _dir: tempfile::TempDir,
+    /// v1's layout.
+    l1: Ext4Layout,
+    /// v2's layout.
+    l2: Ext4Layout,
+    /// Differing 4 KiB, 64 KiB and 1 MiB chunks between v1 and v2 with the
+    /// previous layout, then without it.
+    c: [usize; 6],
+}
+
 /// Builds v1, then `v2` with v1's layout (and without, for comparison);
 /// checks v2 and that every path in `same` kept its inode and blocks.
-/// Returns both layouts and the counts of differing 4 KiB, 64 KiB and 1
-/// MiB chunks with and without the previous layout.
-fn pair(name: &str, v2: &Files, same: &[&String]) -> (Ext4Layout, Ext4Layout, [usize; 6]) {
+fn pair(name: &str, v2: &Files, same: &[&String]) -> Pair {
     let d = tempfile::tempdir().unwrap();
     let (i1, i2, i2n) = (
         d.path().join("v1"),
@@ -212,7 +223,7 @@ fn pair(name: &str, v2: &Files, same: &[&String]) -> (Ext4Layout, Ext4Layout, [u
         a.len() >> 16,
         a.len() >> 20
     );
-    (l1, l2, c)
+    Pair { _dir: d, l1, l2, c }
 }
 
 #[test]
@@ -224,7 +235,7 @@ fn added_file_keeps_everything_else_in_place() {
     let mut v2 = v1.clone();
     v2.insert("/etc/motd".into(), b"Hello, slate!\n".to_vec());
     let same: Vec<&String> = v1.keys().collect();
-    let (l1, l2, c) = pair("added /etc/motd", &v2, &same);
+    let Pair { l1, l2, c, .. } = pair("added /etc/motd", &v2, &same);
     // The new file takes the lowest free inode number and a block after
     // everything v1 used.
     let motd = l2.inodes.iter().find(|i| i.path == "/etc/motd").unwrap();
@@ -252,7 +263,7 @@ fn grown_file_moves_to_free_space() {
     let old_len = v2[&grown].len();
     v2.insert(grown.clone(), bytes(9999, old_len + 3 * 4096));
     let same: Vec<&String> = v1.keys().filter(|p| **p != grown).collect();
-    let (l1, l2, c) = pair("grown f001", &v2, &same);
+    let Pair { l1, l2, c, .. } = pair("grown f001", &v2, &same);
     let new = l2.inodes.iter().find(|i| i.path == grown).unwrap();
     let old = l1.inodes.iter().find(|i| i.path == grown).unwrap();
     assert_eq!(new.ino, old.ino);
@@ -277,7 +288,7 @@ fn shrunk_file_stays_in_its_blocks() {
     let mut v2 = v1.clone();
     v2.insert(path.clone(), bytes(4242, 100 * 1024));
     let same: Vec<&String> = v1.keys().filter(|p| **p != path).collect();
-    let (l1, l2, _) = pair("shrunk f000", &v2, &same);
+    let Pair { l1, l2, .. } = pair("shrunk f000", &v2, &same);
     let new = l2.inodes.iter().find(|i| i.path == path).unwrap();
     let old = l1.inodes.iter().find(|i| i.path == path).unwrap();
     assert_eq!(new.extents[0][1], old.extents[0][1]);
@@ -294,7 +305,7 @@ fn removed_file_frees_its_inode_for_the_next_new_path() {
     let mut v2 = v1.clone();
     v2.remove(&gone);
     let same: Vec<&String> = v2.keys().collect();
-    let (l1, l2, c) = pair("removed f010", &v2, &same);
+    let Pair { l1, l2, c, .. } = pair("removed f010", &v2, &same);
     let old = l1.inodes.iter().find(|i| i.path == gone).unwrap();
     assert!(l2.inodes.iter().all(|i| i.ino != old.ino));
     assert!(c[0] <= 14 + 12, "{} 4 KiB blocks differ", c[0]);
