@@ -1093,6 +1093,41 @@ mod tests {
         );
     }
 
+    /// A tree with one sparse file `/s` whose data is block 2k for each k in
+    /// `0..runs`: one extent per run.
+    fn sparse_tree(runs: u64) -> Tree {
+        let size = (2 * runs - 1) * BLOCK_SIZE;
+        let n = Node {
+            kind: NodeKind::File(FileData {
+                size,
+                source: DataSource::Bytes(Arc::from(vec![3u8; size as usize])),
+                data: (0..runs)
+                    .map(|k| 2 * k * BLOCK_SIZE..(2 * k + 1) * BLOCK_SIZE)
+                    .collect(),
+            }),
+            meta: Metadata::root(0o644),
+        };
+        let mut t = Tree::new(Metadata::root(0o755));
+        t.put(b"/s", n, &Metadata::root(0o755)).unwrap();
+        t
+    }
+
+    #[test]
+    fn grown_file_keeps_its_old_tree_blocks_when_enough() {
+        // Six extents need a leaf block; seven still fit in it.
+        let prev = layout_of(&sparse_tree(6));
+        let t = sparse_tree(7);
+        let plan =
+            super::super::Ext4Plan::with_previous(&t, &Ext4Options::default(), &prev).unwrap();
+        let old = prev.inodes.iter().find(|i| i.path == "/s").unwrap();
+        let new = &plan.layout.placements[old.ino as usize - 1];
+        assert_eq!(old.tree.len(), 1);
+        assert_eq!(new.tree_blocks(), old.tree);
+        let blocks = physical_blocks(new);
+        assert_eq!(blocks[..6], super::super::layout::old_blocks(old).0[..]);
+        assert!(blocks[6] >= prev.alloc_end, "{blocks:?}");
+    }
+
     #[test]
     fn runs_round_out_and_merge() {
         let f = |data: Vec<std::ops::Range<u64>>| FileData {
