@@ -163,11 +163,46 @@ fn tools() -> bool {
     true
 }
 
+/// The physical blocks in one `blocks` line of [`debugfs_map`].
+fn block_numbers(blocks: &str) -> Vec<u64> {
+    blocks
+        .split_whitespace()
+        .map(|b| {
+            b.parse()
+                .unwrap_or_else(|_| panic!("debugfs blocks: {blocks:?}"))
+        })
+        .collect()
+}
+
+/// The contents of `path` in `img`, as debugfs `cat` reads them.
+fn debugfs_cat(img: &Path, path: &str) -> Vec<u8> {
+    run(Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("cat {path}"))
+        .arg(img))
+    .stdout
+}
+
+/// The images and layouts [`pair`] made.
+struct Pair {
+    /// Holds the images.
+    _dir: tempfile::TempDir,
+    /// v1, built from scratch.
+    old: std::path::PathBuf,
+    /// v2, built with v1's layout.
+    new: std::path::PathBuf,
+    /// v1's layout.
+    l1: Ext4Layout,
+    /// v2's layout.
+    l2: Ext4Layout,
+    /// Differing 4 KiB, 64 KiB and 1 MiB chunks between v1 and v2 with the
+    /// previous layout, then without it.
+    c: [usize; 6],
+}
+
 /// Builds v1, then `v2` with v1's layout (and without, for comparison);
 /// checks v2 and that every path in `same` kept its inode and blocks.
-/// Returns both layouts and the counts of differing 4 KiB, 64 KiB and 1
-/// MiB chunks with and without the previous layout.
-fn pair(name: &str, v2: &Files, same: &[&String]) -> (Ext4Layout, Ext4Layout, [usize; 6]) {
+fn pair(name: &str, v2: &Files, same: &[&String]) -> Pair {
     let d = tempfile::tempdir().unwrap();
     let (i1, i2, i2n) = (
         d.path().join("v1"),
@@ -212,7 +247,14 @@ fn pair(name: &str, v2: &Files, same: &[&String]) -> (Ext4Layout, Ext4Layout, [u
         a.len() >> 16,
         a.len() >> 20
     );
-    (l1, l2, c)
+    Pair {
+        _dir: d,
+        old: i1,
+        new: i2,
+        l1,
+        l2,
+        c,
+    }
 }
 
 #[test]
@@ -224,7 +266,7 @@ fn added_file_keeps_everything_else_in_place() {
     let mut v2 = v1.clone();
     v2.insert("/etc/motd".into(), b"Hello, slate!\n".to_vec());
     let same: Vec<&String> = v1.keys().collect();
-    let (l1, l2, c) = pair("added /etc/motd", &v2, &same);
+    let Pair { l1, l2, c, .. } = pair("added /etc/motd", &v2, &same);
     // The new file takes the lowest free inode number and a block after
     // everything v1 used.
     let motd = l2.inodes.iter().find(|i| i.path == "/etc/motd").unwrap();
@@ -241,30 +283,37 @@ fn added_file_keeps_everything_else_in_place() {
     assert!(c[2] < c[5], "{c:?}");
 }
 
+/// A file grown by three blocks with the same prefix keeps its old
+/// blocks as its first ones; only the tail goes to free space.
 #[test]
-fn grown_file_moves_to_free_space() {
+fn grown_file_keeps_its_blocks_and_appends_the_rest() {
     if !tools() {
         return;
     }
     let v1 = v1();
     let grown = "/usr/lib/x86_64-linux-gnu/f001".to_string();
     let mut v2 = v1.clone();
-    let old_len = v2[&grown].len();
-    v2.insert(grown.clone(), bytes(9999, old_len + 3 * 4096));
+    v2.get_mut(&grown).unwrap().extend(bytes(9999, 3 * 4096));
     let same: Vec<&String> = v1.keys().filter(|p| **p != grown).collect();
-    let (l1, l2, c) = pair("grown f001", &v2, &same);
-    let new = l2.inodes.iter().find(|i| i.path == grown).unwrap();
-    let old = l1.inodes.iter().find(|i| i.path == grown).unwrap();
-    assert_eq!(new.ino, old.ino);
+    let p = pair("grown f001", &v2, &same);
+    assert_eq!(debugfs_cat(&p.new, &grown), v2[&grown]);
+    let (old_ino, old_blocks) = &debugfs_map(&p.old, &[&grown])[&grown];
+    let (new_ino, new_blocks) = &debugfs_map(&p.new, &[&grown])[&grown];
+    let (old_blocks, new_blocks) = (block_numbers(old_blocks), block_numbers(new_blocks));
+    assert_eq!(new_ino, old_ino);
+    // 40973 bytes were 11 blocks; 53261 bytes are 14.
+    assert_eq!((old_blocks.len(), new_blocks.len()), (11, 14));
+    assert_eq!(new_blocks[..11], old_blocks[..], "{new_blocks:?}");
     assert!(
-        new.extents.iter().all(|e| e[1] >= l1.alloc_end),
-        "{:?}",
-        new.extents
+        new_blocks[11..].iter().all(|&b| b >= p.l1.alloc_end),
+        "{new_blocks:?}"
     );
+    let new = p.l2.inodes.iter().find(|i| i.path == grown).unwrap();
+    let old = p.l1.inodes.iter().find(|i| i.path == grown).unwrap();
     assert_ne!(new.sha256, old.sha256);
-    // Its 14 new data blocks, 11 freed ones now zero, plus the metadata
-    // blocks of the added-file case.
-    assert!(c[0] <= 14 + 11 + 7, "{} 4 KiB blocks differ", c[0]);
+    // Its old last block (now full) and 3 new data blocks, plus the
+    // metadata blocks of the added-file case.
+    assert!(p.c[0] <= 4 + 14, "{} 4 KiB blocks differ", p.c[0]);
 }
 
 #[test]
@@ -277,7 +326,7 @@ fn shrunk_file_stays_in_its_blocks() {
     let mut v2 = v1.clone();
     v2.insert(path.clone(), bytes(4242, 100 * 1024));
     let same: Vec<&String> = v1.keys().filter(|p| **p != path).collect();
-    let (l1, l2, _) = pair("shrunk f000", &v2, &same);
+    let Pair { l1, l2, .. } = pair("shrunk f000", &v2, &same);
     let new = l2.inodes.iter().find(|i| i.path == path).unwrap();
     let old = l1.inodes.iter().find(|i| i.path == path).unwrap();
     assert_eq!(new.extents[0][1], old.extents[0][1]);
@@ -294,7 +343,7 @@ fn removed_file_frees_its_inode_for_the_next_new_path() {
     let mut v2 = v1.clone();
     v2.remove(&gone);
     let same: Vec<&String> = v2.keys().collect();
-    let (l1, l2, c) = pair("removed f010", &v2, &same);
+    let Pair { l1, l2, c, .. } = pair("removed f010", &v2, &same);
     let old = l1.inodes.iter().find(|i| i.path == gone).unwrap();
     assert!(l2.inodes.iter().all(|i| i.ino != old.ino));
     assert!(c[0] <= 14 + 12, "{} 4 KiB blocks differ", c[0]);

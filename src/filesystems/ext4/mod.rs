@@ -289,7 +289,9 @@ impl<'t> Ext4Plan<'t> {
     /// layout: same size, UUID and hash seed, the same inode number for
     /// every path that still exists, and the same blocks for every inode
     /// whose block count did not grow (so an unchanged file stays where it
-    /// was). `opts.size`, `opts.uuid` and `opts.hash_seed` are ignored.
+    /// was); a grown inode keeps its old blocks as its first ones and gets
+    /// only the rest from free space. `opts.size`, `opts.uuid` and
+    /// `opts.hash_seed` are ignored.
     /// Fails with [`Ext4Error::Previous`] when the tree does not fit.
     pub fn with_previous(
         tree: &'t Tree,

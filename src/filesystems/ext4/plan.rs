@@ -12,7 +12,7 @@ use super::dir::{DirEntry, DirLayout, file_type};
 use super::extent::{ExtentBuilder, Placement};
 use super::geometry::{BLOCK_SIZE, Geometry, GeometryError, MIN_BLOCKS};
 use super::inode::TIME_RANGE;
-use super::{Ext4Error, Ext4Layout, Ext4Options, dirhash, xattr};
+use super::{Ext4Error, Ext4Layout, Ext4Options, LayoutInode, dirhash, xattr};
 use crate::reproducible::derived_uuid;
 use crate::tree::{FileData, MAX_NAME_LEN, Node, NodeId, NodeKind, Tree};
 use sha2::{Digest, Sha256};
@@ -749,15 +749,51 @@ impl Demand<'_> {
     }
 }
 
-/// A set of blocks in use.
-struct UsedSet(Vec<u64>);
+/// A set of blocks in use, over a filesystem of `blocks` blocks.
+struct UsedSet {
+    bits: Vec<u64>,
+    blocks: u64,
+}
 
 impl UsedSet {
+    /// All `blocks` blocks free.
+    fn new(blocks: u64) -> Self {
+        Self {
+            bits: vec![0; blocks.div_ceil(64) as usize],
+            blocks,
+        }
+    }
     fn get(&self, b: u64) -> bool {
-        self.0[(b / 64) as usize] & (1 << (b % 64)) != 0
+        self.bits[(b / 64) as usize] & (1 << (b % 64)) != 0
     }
     fn set(&mut self, b: u64) {
-        self.0[(b / 64) as usize] |= 1 << (b % 64);
+        self.bits[(b / 64) as usize] |= 1 << (b % 64);
+    }
+    fn clear(&mut self, b: u64) {
+        self.bits[(b / 64) as usize] &= !(1 << (b % 64));
+    }
+    /// Whether `b` is inside the filesystem and not in use.
+    fn is_free(&self, b: u64) -> bool {
+        b < self.blocks && !self.get(b)
+    }
+    /// Marks the longest prefix of `blocks` that is free (and has no
+    /// duplicates) as used, and returns it.
+    fn claim_free_prefix(&mut self, blocks: &[u64]) -> Vec<u64> {
+        let mut out = Vec::new();
+        for &b in blocks {
+            if !self.is_free(b) {
+                break;
+            }
+            self.set(b);
+            out.push(b);
+        }
+        out
+    }
+    /// Marks `blocks` free again.
+    fn release(&mut self, blocks: &[u64]) {
+        for &b in blocks {
+            self.clear(b);
+        }
     }
 }
 
@@ -771,12 +807,24 @@ struct HoleAllocator {
 }
 
 impl HoleAllocator {
-    fn alloc(&mut self, used: &mut UsedSet, n: u64, out: &mut Vec<u64>) -> bool {
+    /// An allocator that starts at `start` (clamped to the filesystem).
+    fn new(start: u64, blocks: u64) -> Self {
+        let start = start.min(blocks);
+        Self {
+            start,
+            cursor: start,
+            end: blocks,
+            wrapped: false,
+        }
+    }
+
+    /// Marks the next `n` free blocks used and appends them to `out`.
+    fn alloc(&mut self, used: &mut UsedSet, n: u64, out: &mut Vec<u64>) -> Result<(), String> {
         for _ in 0..n {
             loop {
                 if self.cursor >= self.end {
                     if self.wrapped {
-                        return false;
+                        return Err("the new tree does not fit in the previous image's size".into());
                     }
                     self.wrapped = true;
                     self.cursor = 0;
@@ -792,14 +840,81 @@ impl HoleAllocator {
                 }
             }
         }
-        true
+        Ok(())
     }
 }
 
-/// Places `d` (already [`Demand::renumber`]ed) in the geometry of `prev`,
-/// keeping every inode whose block count did not grow in its old blocks
-/// and putting the rest in free space, first after `prev`'s highest used
-/// block, then in holes from the front.
+/// What pass 1 of [`allocate_previous`] kept of an inode's previous blocks.
+#[derive(Debug, Default)]
+struct Kept {
+    /// Old data blocks, in logical order: the first blocks of the new
+    /// placement.
+    data: Vec<u64>,
+    /// Old extent tree blocks, held until pass 2 knows how many the new
+    /// extents need.
+    tree: Vec<u64>,
+}
+
+impl Kept {
+    /// Claims, of previous inode `old`, the longest free prefix of its
+    /// first `need` data blocks and the longest free prefix of its tree
+    /// blocks. `None` (nothing claimed) when not even its first data block
+    /// is free or `need` is 0.
+    fn claim(used: &mut UsedSet, old: &LayoutInode, need: u64) -> Option<Kept> {
+        let (blocks, tree) = super::layout::old_blocks(old);
+        let n = need.min(blocks.len() as u64) as usize;
+        let data = used.claim_free_prefix(&blocks[..n]);
+        if data.is_empty() {
+            return None;
+        }
+        let tree = used.claim_free_prefix(tree);
+        Some(Kept { data, tree })
+    }
+
+    /// The placement of `runs` (`need` blocks): the kept data blocks first,
+    /// then the rest from `a`, in logical order; the kept tree blocks if
+    /// there are enough (the surplus is released), else new ones from `a`.
+    fn place(
+        self,
+        a: &mut HoleAllocator,
+        used: &mut UsedSet,
+        runs: &[(u64, u64)],
+        need: u64,
+    ) -> Result<Placement, String> {
+        let Kept { mut data, mut tree } = self;
+        a.alloc(used, need - data.len() as u64, &mut data)?;
+        let b = super::layout::builder_for(runs, &data);
+        let t = b.tree_blocks_needed() as usize;
+        if t <= tree.len() {
+            used.release(&tree[t..]);
+            tree.truncate(t);
+        } else {
+            used.release(&tree);
+            tree.clear();
+            a.alloc(used, t as u64, &mut tree)?;
+        }
+        Ok(b.finish(tree))
+    }
+}
+
+/// Whether previous inode `old` is inode `ino` of `d` again: the same kind
+/// and first path (any path for the journal).
+fn same_inode(d: &Demand<'_>, paths: &[Vec<u8>], ino: u32, old: &LayoutInode) -> bool {
+    let same_path = ino == JOURNAL_INO || old.path.as_bytes() == paths[ino as usize - 1];
+    same_path && old.kind == d.kind_name(ino)
+}
+
+/// Places `d` (already [`Demand::renumber`]ed) in the geometry of `prev`.
+///
+/// Pass 1, in allocation order: every inode of the same path and kind as
+/// in `prev` keeps the longest free prefix of its old data blocks, up to
+/// its new block count (all of them when it did not shrink, so an
+/// unchanged file stays exactly where it was), and holds its old extent
+/// tree blocks. Pass 2, in the same order: each inode gets the blocks it
+/// still lacks (all of them for a new path; the tail of a grown one, mapped
+/// after the kept blocks) from free space, first after `prev`'s highest used
+/// block, then in holes from the front; its tree keeps the old blocks if
+/// there are enough, else it is allocated there too.
 pub(crate) fn allocate_previous(
     d: &Demand<'_>,
     prev: &Ext4Layout,
@@ -817,14 +932,13 @@ pub(crate) fn allocate_previous(
             geo.inodes_count()
         ));
     }
-    let mut used = UsedSet(vec![0; geo.blocks_count.div_ceil(64) as usize]);
+    let mut used = UsedSet::new(geo.blocks_count);
     for r in &geo.reserved {
         for b in r.clone() {
             used.set(b);
         }
     }
-    let old: HashMap<u32, &crate::filesystems::ext4::LayoutInode> =
-        prev.inodes.iter().map(|i| (i.ino, i)).collect();
+    let old: HashMap<u32, &LayoutInode> = prev.inodes.iter().map(|i| (i.ino, i)).collect();
     let order: Vec<u32> = d
         .metadata_order()
         .filter(|&ino| !matches!(d.kind_name(ino), "file"))
@@ -832,10 +946,14 @@ pub(crate) fn allocate_previous(
         .chain((journal_blocks > 0).then_some(JOURNAL_INO))
         .collect();
     let paths = d.primary_paths();
+    let need_of = |ino: u32| {
+        let runs = d.runs_of(ino, journal_blocks);
+        let need: u64 = runs.iter().map(|r| r.1).sum();
+        (runs, need)
+    };
 
-    // Pass 1: inodes that fit their old blocks take them, in order.
-    let mut data: HashMap<u32, Vec<u64>> = HashMap::new();
-    let mut tree: HashMap<u32, Vec<u64>> = HashMap::new();
+    // Pass 1: attribute blocks with the same contents, then every inode's
+    // old blocks that are still free.
     let mut xattr_block_nr = vec![u64::MAX; d.xattr_blocks.len()];
     let old_xattr: HashMap<&str, u64> = prev
         .xattr_blocks
@@ -844,50 +962,24 @@ pub(crate) fn allocate_previous(
         .collect();
     for (k, x) in d.xattr_blocks.iter().enumerate() {
         if let Some(&b) = old_xattr.get(crate::io::hash::hex(&x.key).as_str()) {
-            if b < geo.blocks_count && !used.get(b) {
+            if used.is_free(b) {
                 used.set(b);
                 xattr_block_nr[k] = b;
             }
         }
     }
+    let mut kept: HashMap<u32, Kept> = HashMap::new();
     for &ino in &order {
-        let Some(o) = old.get(&ino) else { continue };
-        let same_path = ino == JOURNAL_INO || o.path.as_bytes() == paths[ino as usize - 1];
-        if !same_path || o.kind != d.kind_name(ino) {
+        let Some(o) = old.get(&ino).filter(|o| same_inode(d, &paths, ino, o)) else {
             continue;
-        }
-        let runs = d.runs_of(ino, journal_blocks);
-        let need: u64 = runs.iter().map(|r| r.1).sum();
-        let (blocks, old_tree) = super::layout::old_blocks(o);
-        if need == 0 || need > blocks.len() as u64 {
-            continue;
-        }
-        let mine = &blocks[..need as usize];
-        if mine.iter().any(|&b| used.get(b)) {
-            continue;
-        }
-        for &b in mine {
-            used.set(b);
-        }
-        data.insert(ino, mine.to_vec());
-        let t = super::layout::builder_for(&runs, mine).tree_blocks_needed() as usize;
-        if t > 0 && t <= old_tree.len() && old_tree[..t].iter().all(|&b| !used.get(b)) {
-            for &b in &old_tree[..t] {
-                used.set(b);
-            }
-            tree.insert(ino, old_tree[..t].to_vec());
+        };
+        if let Some(k) = Kept::claim(&mut used, o, need_of(ino).1) {
+            kept.insert(ino, k);
         }
     }
 
-    // Pass 2: everything else, in the usual allocation order.
-    let start = prev.alloc_end.min(geo.blocks_count);
-    let mut a = HoleAllocator {
-        start,
-        cursor: start,
-        end: geo.blocks_count,
-        wrapped: false,
-    };
-    let short = || "the new tree does not fit in the previous image's size".to_string();
+    // Pass 2: what pass 1 did not cover, in the usual allocation order.
+    let mut a = HoleAllocator::new(prev.alloc_end, geo.blocks_count);
     let mut placements = vec![Placement::None; d.max_ino() as usize];
     for &ino in &order {
         let i = ino as usize - 1;
@@ -896,39 +988,15 @@ pub(crate) fn allocate_previous(
             let k = xref as usize - 1;
             if xattr_block_nr[k] == u64::MAX {
                 let mut v = Vec::new();
-                if !a.alloc(&mut used, 1, &mut v) {
-                    return Err(short());
-                }
+                a.alloc(&mut used, 1, &mut v)?;
                 xattr_block_nr[k] = v[0];
             }
         }
-        let runs = d.runs_of(ino, journal_blocks);
-        let need: u64 = runs.iter().map(|r| r.1).sum();
-        if need == 0 {
-            continue;
+        let (runs, need) = need_of(ino);
+        if need > 0 {
+            let k = kept.remove(&ino).unwrap_or_default();
+            placements[i] = k.place(&mut a, &mut used, &runs, need)?;
         }
-        let blocks = match data.remove(&ino) {
-            Some(b) => b,
-            None => {
-                let mut v = Vec::with_capacity(need as usize);
-                if !a.alloc(&mut used, need, &mut v) {
-                    return Err(short());
-                }
-                v
-            }
-        };
-        let b = super::layout::builder_for(&runs, &blocks);
-        let t = match tree.remove(&ino) {
-            Some(t) => t,
-            None => {
-                let mut v = Vec::new();
-                if !a.alloc(&mut used, b.tree_blocks_needed(), &mut v) {
-                    return Err(short());
-                }
-                v
-            }
-        };
-        placements[i] = b.finish(t);
     }
     let alloc_end = (0..geo.blocks_count)
         .rev()
@@ -940,7 +1008,7 @@ pub(crate) fn allocate_previous(
         xattr_block_nr,
         journal_blocks,
         alloc_end,
-        used: Some(used.0),
+        used: Some(used.bits),
     })
 }
 
@@ -959,6 +1027,105 @@ mod tests {
             }),
             meta: Metadata::root(0o644),
         }
+    }
+
+    /// A tree of regular files with `blocks` full blocks of `fill` each.
+    fn files_tree(files: &[(&str, u64, u8)]) -> Tree {
+        let mut t = Tree::new(Metadata::root(0o755));
+        for &(path, blocks, fill) in files {
+            let n = Node {
+                kind: NodeKind::File(FileData::from_bytes(vec![
+                    fill;
+                    (blocks * BLOCK_SIZE) as usize
+                ])),
+                meta: Metadata::root(0o644),
+            };
+            t.put(path.as_bytes(), n, &Metadata::root(0o755)).unwrap();
+        }
+        t
+    }
+
+    /// The layout a build of `t` from scratch records.
+    fn layout_of(t: &Tree) -> Ext4Layout {
+        let plan = super::super::Ext4Plan::new(t, &Ext4Options::default()).unwrap();
+        let summary = super::super::Ext4Summary {
+            size: plan.size(),
+            uuid: [7; 16],
+            blocks: 0,
+            free_blocks: 0,
+            inodes: 0,
+            free_inodes: 0,
+            journal_blocks: 0,
+            bytes_written: 0,
+        };
+        plan.layout(&summary).unwrap()
+    }
+
+    /// Physical blocks of `p` in logical order.
+    fn physical_blocks(p: &Placement) -> Vec<u64> {
+        p.extents()
+            .iter()
+            .flat_map(|e| e.physical..e.physical + u64::from(e.len))
+            .collect()
+    }
+
+    #[test]
+    fn grown_file_keeps_its_old_blocks_first() {
+        let prev = layout_of(&files_tree(&[("/a", 10, 1), ("/b", 5, 2)]));
+        let t = files_tree(&[("/a", 13, 1), ("/b", 5, 2)]);
+        let plan =
+            super::super::Ext4Plan::with_previous(&t, &Ext4Options::default(), &prev).unwrap();
+        let old = |path: &str| prev.inodes.iter().find(|i| i.path == path).unwrap();
+        let new = |path: &str| &plan.layout.placements[old(path).ino as usize - 1];
+        let old_a = super::super::layout::old_blocks(old("/a")).0;
+        let a = physical_blocks(new("/a"));
+        assert_eq!(a.len(), 13);
+        assert_eq!(a[..10], old_a[..], "{a:?}");
+        // The three new blocks come from free space after the old image's end,
+        // mapped after the old ones: one more extent.
+        assert!(a[10..].iter().all(|&b| b >= prev.alloc_end), "{a:?}");
+        assert_eq!(new("/a").extents().len(), 2);
+        assert_eq!(new("/a").extents()[1].logical, 10);
+        // The unchanged file keeps its blocks.
+        assert_eq!(
+            physical_blocks(new("/b")),
+            super::super::layout::old_blocks(old("/b")).0
+        );
+    }
+
+    /// A tree with one sparse file `/s` whose data is block 2k for each k in
+    /// `0..runs`: one extent per run.
+    fn sparse_tree(runs: u64) -> Tree {
+        let size = (2 * runs - 1) * BLOCK_SIZE;
+        let n = Node {
+            kind: NodeKind::File(FileData {
+                size,
+                source: DataSource::Bytes(Arc::from(vec![3u8; size as usize])),
+                data: (0..runs)
+                    .map(|k| 2 * k * BLOCK_SIZE..(2 * k + 1) * BLOCK_SIZE)
+                    .collect(),
+            }),
+            meta: Metadata::root(0o644),
+        };
+        let mut t = Tree::new(Metadata::root(0o755));
+        t.put(b"/s", n, &Metadata::root(0o755)).unwrap();
+        t
+    }
+
+    #[test]
+    fn grown_file_keeps_its_old_tree_blocks_when_enough() {
+        // Six extents need a leaf block; seven still fit in it.
+        let prev = layout_of(&sparse_tree(6));
+        let t = sparse_tree(7);
+        let plan =
+            super::super::Ext4Plan::with_previous(&t, &Ext4Options::default(), &prev).unwrap();
+        let old = prev.inodes.iter().find(|i| i.path == "/s").unwrap();
+        let new = &plan.layout.placements[old.ino as usize - 1];
+        assert_eq!(old.tree.len(), 1);
+        assert_eq!(new.tree_blocks(), old.tree);
+        let blocks = physical_blocks(new);
+        assert_eq!(blocks[..6], super::super::layout::old_blocks(old).0[..]);
+        assert!(blocks[6] >= prev.alloc_end, "{blocks:?}");
     }
 
     #[test]
