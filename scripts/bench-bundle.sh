@@ -6,7 +6,8 @@
 #  2. `slate bundle` vs `rauc bundle` (verity format) of the same 100 MiB image;
 #  3. peak RSS of `slate verify` on a bundle of more than 1 GiB.
 # Prints ratios; record them in docs/benchmarks.md. Usage:
-#   scripts/bench-bundle.sh [WORKDIR]     (default: a temp dir, removed after)
+#   scripts/bench-bundle.sh [WORKDIR]     (default: a temp dir, removed after;
+#   CHUNK=1M bundles the verify inputs at that chunk size instead of the default)
 # Needs hyperfine, openssl, e2fsprogs, rauc and squashfs-tools (for rauc), jq.
 # Run it on an otherwise idle machine: slate uses every core, openssl one.
 set -euo pipefail
@@ -64,8 +65,8 @@ if [ ! -f rnd/rootfs.img ]; then
 fi
 build_manifest rnd rootfs.img
 [ -f k.key ] || "$slate" keygen k >/dev/null
-"$slate" bundle img --key k.key -o img.slate >/dev/null
-"$slate" bundle rnd --key k.key -o rnd.slate >/dev/null
+"$slate" bundle img --key k.key ${CHUNK:+--chunk-size "$CHUNK"} -o img.slate >/dev/null
+"$slate" bundle rnd --key k.key ${CHUNK:+--chunk-size "$CHUNK"} -o rnd.slate >/dev/null
 
 echo
 echo "== 1. sha256 throughput: slate verify vs openssl sha256 (same data) =="

@@ -5,7 +5,8 @@
 # of the same bytes. Target: a file (default) or a loop device (LOOP=1, as
 # root), which exercises the block-device path (holes written as zeros).
 #
-# Usage: scripts/bench-install.sh [SIZE_MIB] [RUNS]   (default 1024 MiB, 3 runs)
+# Usage: scripts/bench-install.sh [SIZE_MIB] [RUNS]   (default 1024 MiB, 3 runs;
+#        CHUNK=1M bundles at that chunk size instead of the default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size_mib="${1:-1024}"
@@ -43,18 +44,27 @@ m = {"format": 1, "name": "bench", "version": "1.0.0", "compatible": "bench",
 json.dump(m, open(os.path.join(d, "manifest.json"), "w"), indent=2)
 PY
 "$slate" keygen "$work/k" >/dev/null
-"$slate" bundle "$b" --key "$work/k.key" -o "$work/b.slate" >/dev/null
+# CHUNK=SIZE bundles at that chunk size (default: slate bundle's own).
+"$slate" bundle "$b" --key "$work/k.key" ${CHUNK:+--chunk-size "$CHUNK"} -o "$work/b.slate" >/dev/null
 bytes=$(stat -c %s "$b/rootfs.ext4")
 
 target="$work/slot.img"
 if [ "${LOOP:-0}" = 1 ]; then
-    truncate -s "$bytes" "$work/loop.img"
+    # A loop device's size is whole 512-byte sectors: round the target up.
+    truncate -s $(((bytes + 4095) / 4096 * 4096)) "$work/loop.img"
     loopdev=$(losetup --find --show "$work/loop.img")
     target="$loopdev"
 fi
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-t() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N); echo "$e - $s" | bc; }
+# Wall time of a command, which must succeed (a failed run is not a measurement).
+t() {
+    local s e
+    s=$(date +%s.%N)
+    "$@" >/dev/null 2>"$work/err" || { echo "bench-install.sh: $* failed:" >&2; cat "$work/err" >&2; exit 1; }
+    e=$(date +%s.%N)
+    echo "$e - $s" | bc
+}
 slate_times=(); dd_times=()
 for _ in $(seq "$runs"); do
     [ "${LOOP:-0}" = 1 ] || rm -f "$target"

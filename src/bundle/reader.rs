@@ -437,13 +437,31 @@ impl<R: Read> BundleReader<R> {
     }
 }
 
-/// A data chunk on its way through a worker.
+/// Consecutive data chunks on their way through a worker: one chunk of a
+/// MiB or more, or as many smaller ones as make up to [`JOB_BYTES`], so the
+/// hand-offs between threads stay per MiB rather than per chunk.
+#[derive(Default)]
 struct Job {
-    index: u64,
-    len: usize,
-    expected: Digest,
+    /// Index of the first chunk.
+    first: u64,
+    /// Each chunk's uncompressed length and signed digest.
+    chunks: Vec<(usize, Digest)>,
+    /// Where each chunk's compressed bytes end in `compressed`.
+    ends: Vec<usize>,
     compressed: Vec<u8>,
+    /// The chunks, decompressed and checked, back to back.
     out: Vec<u8>,
+}
+
+/// Uncompressed bytes a [`Job`] of small chunks covers at most.
+const JOB_BYTES: u64 = 1 << 20;
+
+impl Job {
+    fn clear(&mut self) {
+        self.chunks.clear();
+        self.ends.clear();
+        self.compressed.clear();
+    }
 }
 
 /// What is wrong with one chunk.
@@ -490,11 +508,26 @@ pub(crate) fn decompress_chunk(
     out: &mut Vec<u8>,
 ) -> Result<(), Fault> {
     out.clear();
+    append_chunk(d, compressed, len, expected, out)
+}
+
+/// Decompresses one chunk to the end of `out` and checks its length and
+/// digest (on failure `out` may hold part of it).
+fn append_chunk(
+    d: &mut zstd::bulk::Decompressor<'static>,
+    compressed: &[u8],
+    len: usize,
+    expected: Digest,
+    out: &mut Vec<u8>,
+) -> Result<(), Fault> {
+    let start = out.len();
     out.reserve(len);
-    match d.decompress_to_buffer(compressed, out) {
+    let mut tail = io::Cursor::new(&mut *out);
+    tail.set_position(start as u64);
+    match d.decompress_to_buffer(compressed, &mut tail) {
         Err(e) => Err(Fault::Decompress(e.to_string())),
         Ok(n) if n != len => Err(Fault::Length(n as u64)),
-        Ok(_) if Digest::of(out) != expected => Err(Fault::Digest),
+        Ok(_) if Digest::of(&out[start..]) != expected => Err(Fault::Digest),
         Ok(_) => Ok(()),
     }
 }
@@ -518,23 +551,42 @@ impl ZeroDigests {
 
 struct Done {
     job: Job,
-    result: Result<(), Fault>,
+    /// The first bad chunk's index and what is wrong with it.
+    result: Result<(), (u64, Fault)>,
 }
 
 fn decompress_and_check(
     dctx: &mut Option<zstd::bulk::Decompressor<'static>>,
     mut job: Job,
 ) -> Done {
-    let result = match dctx {
-        None => Err(Fault::Decompress("cannot create a zstd context".into())),
-        Some(d) => decompress_chunk(d, &job.compressed, job.len, job.expected, &mut job.out),
+    job.out.clear();
+    let Some(d) = dctx else {
+        let fault = Fault::Decompress("cannot create a zstd context".into());
+        return Done {
+            result: Err((job.first, fault)),
+            job,
+        };
     };
+    let mut start = 0;
+    let mut result = Ok(());
+    for (k, (&(len, expected), &end)) in job.chunks.iter().zip(&job.ends).enumerate() {
+        let compressed = &job.compressed[start..end];
+        if let Err(f) = append_chunk(d, compressed, len, expected, &mut job.out) {
+            result = Err((job.first + k as u64, f));
+            break;
+        }
+        start = end;
+    }
     Done { job, result }
 }
 
 enum Pending {
     Hole(u64),
-    Data(u64),
+    /// A job of `n` data chunks from `first`.
+    Data {
+        first: u64,
+        n: u64,
+    },
 }
 
 /// Memory for chunks in the workers' queues. With the default 1 MiB chunks
@@ -597,7 +649,7 @@ where
 {
     let count = a.chunks.len() as u64;
     let mut zero_digests = ZeroDigests::default();
-    let mut spare_in: Vec<Vec<u8>> = Vec::new();
+    let mut spare_jobs: Vec<Job> = Vec::new();
     let mut spare_out: Vec<Vec<u8>> = Vec::new();
     let sink_err = |source: io::Error| BundleError::Sink {
         artifact: a.name.clone(),
@@ -605,9 +657,9 @@ where
     };
     let corrupt = |index: u64, fault: Fault| fault.of_chunk(a, index);
     let hasher_gone = || BundleError::Io(io::Error::other("the hashing thread stopped"));
-    // Each job holds up to two chunk-sized buffers; large chunks get fewer
+    // Each job holds up to two job-sized buffers; large chunks get fewer
     // jobs in flight so memory stays near JOB_BUFFER_BUDGET.
-    let max_jobs = (JOB_BUFFER_BUDGET / (2 * a.chunk_size)).max(1) as usize;
+    let max_jobs = (JOB_BUFFER_BUDGET / (2 * a.chunk_size.max(JOB_BYTES))).max(1) as usize;
     let hash_queue = if a.chunk_size >= 4 << 20 { 1 } else { 2 };
 
     let whole = std::thread::scope(|s| -> Result<Option<Digest>, BundleError> {
@@ -628,42 +680,49 @@ where
         loop {
             // Keep the workers busy: read ahead while there is room.
             while next < count && pending.len() < 64 {
-                let c = &a.chunks[next as usize];
-                if c.is_hole() {
+                if a.chunks[next as usize].is_hole() {
                     pending.push_back(Pending::Hole(next));
-                } else {
-                    if !pool.has_room() || pool.in_flight() >= max_jobs {
+                    next += 1;
+                    continue;
+                }
+                if !pool.has_room() || pool.in_flight() >= max_jobs {
+                    break;
+                }
+                let mut job = spare_jobs.pop().unwrap_or_default();
+                job.first = next;
+                job.out = spare_out
+                    .pop()
+                    .or_else(|| hash_back.as_ref().and_then(|b| b.try_recv().ok()))
+                    .unwrap_or_default();
+                let mut bytes = 0;
+                while next < count && !a.chunks[next as usize].is_hole() {
+                    let len = a.chunk_len(next);
+                    if !job.chunks.is_empty() && bytes + len > JOB_BYTES {
                         break;
                     }
-                    let mut compressed = spare_in.pop().unwrap_or_default();
-                    let out = spare_out
-                        .pop()
-                        .or_else(|| hash_back.as_ref().and_then(|b| b.try_recv().ok()))
-                        .unwrap_or_default();
+                    let c = &a.chunks[next as usize];
                     // Bounded by max_compressed_len(chunk_size) via Manifest::validate.
-                    compressed.resize(c.compressed_size as usize, 0);
-                    src.read_exact_in(&mut compressed, header)?;
-                    pool.submit(Job {
-                        index: next,
-                        len: a.chunk_len(next) as usize,
-                        expected: c.sha256,
-                        compressed,
-                        out,
-                    })
-                    .map_err(|e| BundleError::Io(e.into()))?;
-                    pending.push_back(Pending::Data(next));
+                    let start = job.compressed.len();
+                    job.compressed.resize(start + c.compressed_size as usize, 0);
+                    src.read_exact_in(&mut job.compressed[start..], header)?;
+                    job.ends.push(job.compressed.len());
+                    job.chunks.push((len as usize, c.sha256));
+                    bytes += len;
+                    next += 1;
                 }
-                next += 1;
+                let first = job.first;
+                pool.submit(job).map_err(|e| BundleError::Io(e.into()))?;
+                pending.push_back(Pending::Data {
+                    first,
+                    n: next - first,
+                });
             }
             let Some(p) = pending.pop_front() else { break };
-            let index = match p {
-                Pending::Hole(i) | Pending::Data(i) => i,
-            };
-            let chunk = VerifiedChunk {
+            let chunk = |index: u64, data| VerifiedChunk {
                 index,
                 offset: index * a.chunk_size,
                 last: index + 1 == count,
-                data: ChunkData::Zeros(0),
+                data,
             };
             match p {
                 Pending::Hole(i) => {
@@ -671,31 +730,30 @@ where
                     if zero_digests.of(len) != a.chunks[i as usize].sha256 {
                         return Err(corrupt(i, Fault::Digest));
                     }
-                    on_chunk(VerifiedChunk {
-                        data: ChunkData::Zeros(len),
-                        ..chunk
-                    })
-                    .map_err(sink_err)?;
+                    on_chunk(chunk(i, ChunkData::Zeros(len))).map_err(sink_err)?;
                     if let Some(t) = &hash_tx {
                         t.send(ToHash::Zeros(len)).map_err(|_| hasher_gone())?;
                     }
                 }
-                Pending::Data(_) => {
-                    let done = pool.receive().map_err(|e| BundleError::Io(e.into()))?;
-                    if let Err(f) = done.result {
-                        return Err(corrupt(done.job.index, f));
+                Pending::Data { first, n } => {
+                    let Done { mut job, result } =
+                        pool.receive().map_err(|e| BundleError::Io(e.into()))?;
+                    if let Err((i, f)) = result {
+                        return Err(corrupt(i, f));
                     }
-                    on_chunk(VerifiedChunk {
-                        data: ChunkData::Bytes(&done.job.out),
-                        ..chunk
-                    })
-                    .map_err(sink_err)?;
-                    spare_in.push(done.job.compressed);
+                    let mut pos = 0;
+                    for i in first..first + n {
+                        let len = a.chunk_len(i) as usize;
+                        on_chunk(chunk(i, ChunkData::Bytes(&job.out[pos..pos + len])))
+                            .map_err(sink_err)?;
+                        pos += len;
+                    }
+                    let out = std::mem::take(&mut job.out);
+                    job.clear();
+                    spare_jobs.push(job);
                     match &hash_tx {
-                        Some(t) => t
-                            .send(ToHash::Bytes(done.job.out))
-                            .map_err(|_| hasher_gone())?,
-                        None => spare_out.push(done.job.out),
+                        Some(t) => t.send(ToHash::Bytes(out)).map_err(|_| hasher_gone())?,
+                        None => spare_out.push(out),
                     }
                 }
             }

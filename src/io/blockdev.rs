@@ -144,33 +144,83 @@ pub fn sha256_uncached(path: &std::path::Path, len: u64) -> io::Result<([u8; 32]
             (f, false)
         }
     };
-    let mut buf = vec![0u8; WRITE_SIZE + DIRECT_ALIGN];
-    let start = buf.as_ptr().align_offset(DIRECT_ALIGN);
-    let buf = &mut buf[start..start + WRITE_SIZE];
-    let mut hasher = Sha256::new();
-    let mut pos = 0u64;
-    while pos < len {
-        let want = (len - pos).min(WRITE_SIZE as u64) as usize;
-        // Direct reads are whole sectors: read up to the next boundary and
-        // hash only what was asked for.
-        let ask = if direct {
-            want.next_multiple_of(512)
-        } else {
-            want
-        };
-        let n = match file.read_at(&mut buf[..ask], pos) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if n == 0 {
-            break;
-        }
-        let used = n.min(want);
-        hasher.update(&buf[..used]);
-        pos += used as u64;
+    // One thread reads while this one hashes: a few aligned buffers go
+    // round between them.
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<io::Result<(AlignedBuf, usize)>>(2);
+    let (empty_tx, empty_rx) = std::sync::mpsc::channel::<AlignedBuf>();
+    for _ in 0..3 {
+        let _ = empty_tx.send(AlignedBuf::new(WRITE_SIZE));
     }
-    Ok((hasher.finalize().into(), pos))
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let mut pos = 0u64;
+            while pos < len {
+                let Ok(mut buf) = empty_rx.recv() else { return };
+                let want = (len - pos).min(WRITE_SIZE as u64) as usize;
+                // Direct reads are whole sectors: read up to the next
+                // boundary and hash only what was asked for.
+                let ask = if direct {
+                    want.next_multiple_of(512)
+                } else {
+                    want
+                };
+                let n = loop {
+                    match file.read_at(&mut buf.as_mut()[..ask], pos) {
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        r => break r,
+                    }
+                };
+                let stop = !matches!(n, Ok(n) if n > 0);
+                let sent = n.map(|n| {
+                    let used = n.min(want);
+                    pos += used as u64;
+                    (buf, used)
+                });
+                if full_tx.send(sent).is_err() || stop {
+                    return;
+                }
+            }
+        });
+        let mut hasher = Sha256::new();
+        let mut pos = 0u64;
+        for item in full_rx {
+            let (buf, used) = item?;
+            if used == 0 {
+                break;
+            }
+            hasher.update(&buf.as_ref()[..used]);
+            pos += used as u64;
+            let _ = empty_tx.send(buf);
+        }
+        Ok((hasher.finalize().into(), pos))
+    })
+}
+
+/// A zeroed buffer whose start is aligned for direct I/O.
+struct AlignedBuf {
+    mem: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    fn new(len: usize) -> Self {
+        let mem = vec![0u8; len + DIRECT_ALIGN];
+        let start = mem.as_ptr().align_offset(DIRECT_ALIGN);
+        Self { mem, start, len }
+    }
+}
+
+impl AsRef<[u8]> for AlignedBuf {
+    fn as_ref(&self) -> &[u8] {
+        &self.mem[self.start..self.start + self.len]
+    }
+}
+
+impl AsMut<[u8]> for AlignedBuf {
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.mem[self.start..self.start + self.len]
+    }
 }
 
 #[cfg(test)]
