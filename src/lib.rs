@@ -32,4 +32,5 @@ pub mod reproducible;
 pub mod sbom;
 pub mod tree;
 pub mod units;
+pub mod verity;
 pub mod version;

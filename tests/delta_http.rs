@@ -8,6 +8,7 @@ mod images;
 
 use images::shared::nginx::Nginx;
 use images::shared::pyhttp::PyHttp;
+use images::shared::{documented_json_fields, json_fields};
 use images::{keygen, run_ok, slate};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -121,20 +122,6 @@ fn extract(
     (json(o), stderr)
 }
 
-/// The top-level field names of docs/json.md's example `label`.
-fn documented_fields(label: &str) -> Vec<String> {
-    let doc =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/json.md")).unwrap();
-    let start = doc.find(&format!("```json {label}\n")).unwrap() + label.len() + 9;
-    let body = &doc[start..start + doc[start..].find("```").unwrap()];
-    let v: Value = serde_json::from_str(body).unwrap();
-    v.as_object().unwrap().keys().cloned().collect()
-}
-
-fn fields(v: &Value) -> Vec<String> {
-    v.as_object().unwrap().keys().cloned().collect()
-}
-
 const COUNTS: [&str; 4] = ["downloaded", "requests", "reused", "holes"];
 
 /// Extracts `artifact` of `bundle` through nginx with `old`'s files as
@@ -176,12 +163,20 @@ fn check_seeds(
     let name = bundle.file_name().unwrap().to_str().unwrap();
     std::fs::copy(bundle, www.join(name)).unwrap();
     let predicted = diff(old, bundle, artifact);
-    assert_eq!(fields(&predicted), documented_fields("diff"), "{predicted}");
+    assert_eq!(
+        json_fields(&predicted),
+        documented_json_fields("diff"),
+        "{predicted}"
+    );
     nginx.clear_log();
     let out = www.join(format!("{name}.{artifact}.out"));
     let (actual, stderr) = extract(&nginx.url(name), &nginx_key(www), seeds, artifact, &out);
     assert_eq!(actual["fallback"], false, "{stderr}");
-    assert_eq!(fields(&actual), documented_fields("extract"), "{actual}");
+    assert_eq!(
+        json_fields(&actual),
+        documented_json_fields("extract"),
+        "{actual}"
+    );
     for k in COUNTS {
         assert_eq!(
             actual[k], predicted[k],

@@ -17,6 +17,7 @@ pub mod mkfs_fat;
 pub mod qemu;
 pub mod vendor;
 pub mod verify;
+pub mod verity;
 
 /// `slate --version`: the version, the git commit and the target.
 pub const LONG_VERSION: &str = env!("SLATE_LONG_VERSION");
@@ -64,6 +65,8 @@ pub enum Command {
     Extract(extract::ExtractArgs),
     /// Predict what a device running OLD downloads of a new bundle (delta update).
     Diff(diff::DiffArgs),
+    /// Compute the dm-verity hash tree of an image (as veritysetup format).
+    Verity(verity::VerityArgs),
     /// Boot a disk image in QEMU and check the events the guest prints.
     Qemu(qemu::QemuArgs),
     /// The on-device agent (installed in images as slate-agent).
@@ -116,6 +119,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Build(a) => build::run(a),
         Command::Vendor(a) => vendor::run(a),
         Command::Mkfs(cmd) => mkfs::run(cmd),
+        Command::Verity(a) => verity::run(a),
         Command::Keygen(a) => keygen::run(a),
         Command::Bundle(a) => bundle::run(a),
         Command::Verify(a) => verify::run(a),

@@ -158,3 +158,23 @@ pub fn walk(root: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// The top-level field names of docs/json.md's example `label` (after
+/// "```json LABEL"), in order.
+pub fn documented_json_fields(label: &str) -> Vec<String> {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/json.md")).unwrap();
+    let fence = format!("```json {label}\n");
+    let start = doc
+        .find(&fence)
+        .unwrap_or_else(|| panic!("docs/json.md has no `{label}` example"))
+        + fence.len();
+    let body = &doc[start..start + doc[start..].find("```").unwrap()];
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    json_fields(&v)
+}
+
+/// The top-level field names of a JSON object, in order.
+pub fn json_fields(v: &serde_json::Value) -> Vec<String> {
+    v.as_object().unwrap().keys().cloned().collect()
+}
