@@ -136,6 +136,13 @@ fn classify_one(c: &(dyn StdError + 'static)) -> Option<ErrorClass> {
             _ => None,
         };
     }
+    if let Some(e) = c.downcast_ref::<crate::verity::VerityError>() {
+        use crate::verity::VerityError;
+        return Some(match e {
+            VerityError::Unsupported(_) => ErrorClass::InvalidInput,
+            VerityError::Io(_) | VerityError::ShortData { .. } => ErrorClass::Io,
+        });
+    }
     if c.downcast_ref::<std::io::Error>().is_some() {
         return Some(ErrorClass::Io);
     }

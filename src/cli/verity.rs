@@ -5,7 +5,7 @@ use crate::io::AtomicFile;
 use crate::io::hash::hex;
 use crate::reproducible::{derived_uuid, parse_uuid};
 use crate::verity::{BLOCK_SIZE, MAX_SALT_LEN, VerityParams, VerityTree, format};
-use anyhow::{Context, anyhow, bail};
+use anyhow::Context;
 use clap::Args;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -40,7 +40,9 @@ pub fn run(a: VerityArgs) -> anyhow::Result<()> {
         .with_context(|| format!("reading {shown}"))?
         .len();
     if len == 0 || len % BLOCK_SIZE != 0 {
-        bail!("{shown} is {len} bytes, not a whole number of {BLOCK_SIZE}-byte blocks");
+        return Err(invalid(format!(
+            "{shown} is {len} bytes, not a whole number of {BLOCK_SIZE}-byte blocks"
+        )));
     }
     let salt = match &a.salt {
         Some(s) => parse_salt(s)?,
@@ -54,7 +56,9 @@ pub fn run(a: VerityArgs) -> anyhow::Result<()> {
     };
     let uuid = match &a.uuid {
         Some(s) => Some(parse_uuid(s).ok_or_else(|| {
-            anyhow!("--uuid {s:?} is not a UUID (expected xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)")
+            invalid(format!(
+                "--uuid {s:?} is not a UUID (expected xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"
+            ))
         })?),
         None if a.no_superblock => None,
         None => Some(derived_uuid(&[b"slate verity", &salt])),
@@ -73,18 +77,22 @@ pub fn run(a: VerityArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn invalid(message: String) -> anyhow::Error {
+    super::exit::InvalidInput(message).into()
+}
+
 fn parse_salt(s: &str) -> anyhow::Result<Vec<u8>> {
     let bytes = (0..s.len())
         .step_by(2)
         .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
         .collect::<Option<Vec<u8>>>()
         .filter(|_| s.len() % 2 == 0)
-        .ok_or_else(|| anyhow!("--salt {s:?} is not hex (two digits per byte)"))?;
+        .ok_or_else(|| invalid(format!("--salt {s:?} is not hex (two digits per byte)")))?;
     if bytes.len() > MAX_SALT_LEN {
-        bail!(
+        return Err(invalid(format!(
             "--salt is {} bytes, at most {MAX_SALT_LEN} fit a verity superblock",
             bytes.len()
-        );
+        )));
     }
     Ok(bytes)
 }
