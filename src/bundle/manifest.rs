@@ -49,6 +49,23 @@ impl Digest {
     }
 }
 
+/// The digests of all-zero chunks, by length, each computed once: a hole's
+/// signed digest must be one of these.
+#[derive(Default)]
+pub(crate) struct ZeroDigests(Vec<(u64, Digest)>);
+
+impl ZeroDigests {
+    /// The SHA-256 of `len` zero bytes.
+    pub(crate) fn of(&mut self, len: u64) -> Digest {
+        if let Some((_, d)) = self.0.iter().find(|(l, _)| *l == len) {
+            return *d;
+        }
+        let d = Digest::of_zeros(len);
+        self.0.push((len, d));
+        d
+    }
+}
+
 fn hex_val(c: u8) -> Option<u8> {
     match c {
         b'0'..=b'9' => Some(c - b'0'),

@@ -20,7 +20,7 @@
 
 use super::error::{BundleError, CorruptKind, Region};
 use super::format::{HEADER_LEN, Header, SIGNATURE_RECORD_LEN, SignatureRecord, region_at};
-use super::manifest::{ArtifactEntry, Digest, Manifest};
+use super::manifest::{ArtifactEntry, Digest, Manifest, ZeroDigests};
 use super::pipeline::{Pool, default_workers};
 use super::signing::{SignatureStatus, TrustedKeys, verify_embedded, verify_trusted};
 use sha2::{Digest as _, Sha256};
@@ -529,23 +529,6 @@ fn append_chunk(
         Ok(n) if n != len => Err(Fault::Length(n as u64)),
         Ok(_) if Digest::of(&out[start..]) != expected => Err(Fault::Digest),
         Ok(_) => Ok(()),
-    }
-}
-
-/// The digests of all-zero chunks, by length, each computed once: a hole's
-/// signed digest must be one of these.
-#[derive(Default)]
-pub(crate) struct ZeroDigests(Vec<(u64, Digest)>);
-
-impl ZeroDigests {
-    /// The SHA-256 of `len` zero bytes.
-    pub(crate) fn of(&mut self, len: u64) -> Digest {
-        if let Some((_, d)) = self.0.iter().find(|(l, _)| *l == len) {
-            return *d;
-        }
-        let d = Digest::of_zeros(len);
-        self.0.push((len, d));
-        d
     }
 }
 

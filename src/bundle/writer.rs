@@ -11,7 +11,7 @@ use super::format::{
     DEFAULT_CHUNK_SIZE, FORMAT_VERSION, Header, MAX_CHUNK_SIZE, MAX_CHUNKS, MAX_SIGNATURES,
     MIN_CHUNK_SIZE, max_compressed_len,
 };
-use super::manifest::{ArtifactEntry, ChunkEntry, Digest, Manifest};
+use super::manifest::{ArtifactEntry, ChunkEntry, Digest, Manifest, ZeroDigests};
 use super::pipeline::{Pool, default_workers};
 use super::signing::{KeyId, SecretKey};
 use crate::build_manifest::BuildManifest;
@@ -400,8 +400,7 @@ fn chunk_artifact<S: Write>(
     let count = a.size.div_ceil(cs);
     let mut chunks: Vec<ChunkEntry> = Vec::with_capacity(count as usize);
     let mut whole = Sha256::new();
-    let zeros = vec![0u8; cs.min(64 * 1024) as usize];
-    let mut zero_digests: Vec<(u64, Digest)> = Vec::new();
+    let mut zero_digests = ZeroDigests::default();
     let mut spare: Vec<Job> = Vec::new();
     let mut range_cursor = 0usize;
     let level = opts.level;
@@ -439,19 +438,9 @@ fn chunk_artifact<S: Write>(
             match p {
                 Pending::KnownHole(i) => {
                     let len = cs.min(a.size - i * cs);
-                    let digest = match zero_digests.iter().find(|(l, _)| *l == len) {
-                        Some((_, d)) => *d,
-                        None => {
-                            let d = Digest::of_zeros(len);
-                            zero_digests.push((len, d));
-                            d
-                        }
-                    };
-                    let mut left = len;
-                    while left > 0 {
-                        let k = left.min(zeros.len() as u64) as usize;
-                        whole.update(&zeros[..k]);
-                        left -= k as u64;
+                    let digest = zero_digests.of(len);
+                    for z in crate::io::sparse::zero_slices(len) {
+                        whole.update(z);
                     }
                     chunks.push(ChunkEntry {
                         compressed_size: 0,

@@ -8,10 +8,9 @@ use super::{ArtifactPlan, ChunkPlan, Counts, DeltaPlan, SeedIndex, WRITTEN, plan
 use crate::bundle::chunks::{ChunkSink, ChunkSource};
 use crate::bundle::error::{BundleError, CorruptKind};
 use crate::bundle::format::{HEADER_LEN, Header};
-use crate::bundle::manifest::{ArtifactEntry, Digest, Manifest};
+use crate::bundle::manifest::{ArtifactEntry, Digest, Manifest, ZeroDigests};
 use crate::bundle::reader::{
-    ArtifactHeader, BundleHead, BundleReader, ChunkData, Fault, VerifiedChunk, ZeroDigests,
-    decompress_chunk,
+    ArtifactHeader, BundleHead, BundleReader, ChunkData, Fault, VerifiedChunk, decompress_chunk,
 };
 use crate::bundle::signing::TrustedKeys;
 use crate::io::ranges::{RangeBody, RangeClient, RangeError};
