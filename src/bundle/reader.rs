@@ -499,21 +499,9 @@ impl Fault {
     }
 }
 
-/// Decompresses one chunk into `out` and checks its length and digest.
-pub(crate) fn decompress_chunk(
-    d: &mut zstd::bulk::Decompressor<'static>,
-    compressed: &[u8],
-    len: usize,
-    expected: Digest,
-    out: &mut Vec<u8>,
-) -> Result<(), Fault> {
-    out.clear();
-    append_chunk(d, compressed, len, expected, out)
-}
-
 /// Decompresses one chunk to the end of `out` and checks its length and
 /// digest (on failure `out` may hold part of it).
-fn append_chunk(
+pub(crate) fn append_chunk(
     d: &mut zstd::bulk::Decompressor<'static>,
     compressed: &[u8],
     len: usize,
@@ -565,15 +553,12 @@ fn decompress_and_check(
 
 enum Pending {
     Hole(u64),
-    /// A job of `n` data chunks from `first`.
-    Data {
-        first: u64,
-        n: u64,
-    },
+    /// The next job in the pool (its chunks say which).
+    Data,
 }
 
-/// Memory for chunks in the workers' queues. With the default 1 MiB chunks
-/// the pool's own bound (two jobs per worker) is lower.
+/// Memory for chunks in the workers' queues. With jobs of 1 MiB the pool's
+/// own bound (two jobs per worker) is lower.
 const JOB_BUFFER_BUDGET: u64 = 48 << 20;
 
 /// What the whole-artifact hasher thread is fed, in artifact order.
@@ -693,12 +678,8 @@ where
                     bytes += len;
                     next += 1;
                 }
-                let first = job.first;
                 pool.submit(job).map_err(|e| BundleError::Io(e.into()))?;
-                pending.push_back(Pending::Data {
-                    first,
-                    n: next - first,
-                });
+                pending.push_back(Pending::Data);
             }
             let Some(p) = pending.pop_front() else { break };
             let chunk = |index: u64, data| VerifiedChunk {
@@ -718,15 +699,14 @@ where
                         t.send(ToHash::Zeros(len)).map_err(|_| hasher_gone())?;
                     }
                 }
-                Pending::Data { first, n } => {
+                Pending::Data => {
                     let Done { mut job, result } =
                         pool.receive().map_err(|e| BundleError::Io(e.into()))?;
                     if let Err((i, f)) = result {
                         return Err(corrupt(i, f));
                     }
                     let mut pos = 0;
-                    for i in first..first + n {
-                        let len = a.chunk_len(i) as usize;
+                    for (i, &(len, _)) in (job.first..).zip(&job.chunks) {
                         on_chunk(chunk(i, ChunkData::Bytes(&job.out[pos..pos + len])))
                             .map_err(sink_err)?;
                         pos += len;

@@ -10,7 +10,7 @@ use crate::bundle::error::{BundleError, CorruptKind};
 use crate::bundle::format::{HEADER_LEN, Header};
 use crate::bundle::manifest::{ArtifactEntry, Digest, Manifest, ZeroDigests};
 use crate::bundle::reader::{
-    ArtifactHeader, BundleHead, BundleReader, ChunkData, Fault, VerifiedChunk, decompress_chunk,
+    ArtifactHeader, BundleHead, BundleReader, ChunkData, Fault, VerifiedChunk, append_chunk,
 };
 use crate::bundle::signing::TrustedKeys;
 use crate::io::ranges::{RangeBody, RangeClient, RangeError};
@@ -226,7 +226,8 @@ impl DeltaReader {
         }
         let d = self.dctx.as_mut().expect("created");
         let (len, want) = (a.chunk_len(index) as usize, a.chunks[index as usize].sha256);
-        decompress_chunk(d, compressed, len, want, out).map_err(|f| f.of_chunk(a, index))
+        out.clear();
+        append_chunk(d, compressed, len, want, out).map_err(|f| f.of_chunk(a, index))
     }
 
     fn assemble(&mut self, ap: &ArtifactPlan, sink: &mut dyn ChunkSink) -> Result<(), BundleError> {
