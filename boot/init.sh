@@ -11,6 +11,9 @@
 # "path [params]", in load order; watchdog drivers marked "watchdog path") and
 # the kernel command line:
 #   slate.slot=A|B  slate.root=GUID  slate.data=GUID  slate.wd=SECONDS
+#   slate.verity=ROOT_HASH:SALT:DATA_BLOCKS:HASH_BLOCK  (the slot's dm-verity
+#   parameters: the root is opened read-only through dm-verity by slate-dm,
+#   and a corrupted block restarts the machine)
 # Any failure here reboots: the boot loader counts the attempt and falls back
 # to the other slot once this one's tries are used up.
 
@@ -35,6 +38,7 @@ for word in $CMDLINE; do
         slate.root=*) ROOT_GUID="${word#*=}" ;;
         slate.data=*) DATA_GUID="${word#*=}" ;;
         slate.wd=*) WD="${word#*=}" ;;
+        slate.verity=*) VERITY="${word#*=}" ;;
     esac
 done
 [ -n "$SLOT" ] && [ -n "$ROOT_GUID" ] || fail "slate.slot/slate.root missing from the kernel command line"
@@ -131,7 +135,13 @@ until scan_partitions; find_partition "$ROOT_GUID"; do
 done
 ROOT_DEV=$DEV
 
-mount -t ext4 -o ro "/dev/$ROOT_DEV" /newroot || fail "cannot mount root /dev/$ROOT_DEV (slot $SLOT)"
+ROOT_NODE=/dev/$ROOT_DEV
+if [ -n "$VERITY" ]; then
+    ROOT_NODE=$(slate-dm open-verity slate-root "/dev/$ROOT_DEV" "$VERITY") \
+        || fail "cannot open /dev/$ROOT_DEV (slot $SLOT) through dm-verity"
+    log "slot $SLOT verified by dm-verity, root hash ${VERITY%%:*}"
+fi
+mount -t ext4 -o ro "$ROOT_NODE" /newroot || fail "cannot mount root $ROOT_NODE (slot $SLOT)"
 
 if [ -n "$DATA_GUID" ] && find_partition "$DATA_GUID" && DATA_DEV=$DEV \
     && mount -t ext4 -o rw,noatime "/dev/$DATA_DEV" /newroot/data; then

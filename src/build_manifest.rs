@@ -50,6 +50,10 @@ pub struct Artifact {
     pub size: u64,
     /// Lowercase hex SHA-256 of the file.
     pub sha256: String,
+    /// The slot image's dm-verity parameters (the `rootfs` only; absent in
+    /// older manifests): `slate bundle` recomputes and signs them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verity: Option<crate::bundle::manifest::ArtifactVerity>,
 }
 
 /// A Debian package in the image.
@@ -147,6 +151,7 @@ mod tests {
                 file: "rootfs.ext4".into(),
                 size: 4096,
                 sha256: "00".repeat(32),
+                verity: None,
             }],
             disk: None,
             layout: None,

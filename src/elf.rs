@@ -16,6 +16,8 @@ pub struct Elf<'a> {
     data: &'a [u8],
     sections: Vec<Section>,
     segments: Vec<Segment>,
+    /// End of the program header table.
+    phdrs_end: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -144,7 +146,33 @@ impl<'a> Elf<'a> {
             data,
             sections,
             segments,
+            phdrs_end: phoff.saturating_add(phnum.saturating_mul(phentsize)),
         })
+    }
+
+    /// The file without what only debuggers and linkers read: cut after the
+    /// last byte any program header covers (the section headers, symbol
+    /// tables and debug sections come after it), with the section header
+    /// table dropped. The kernel and the dynamic loader read program headers
+    /// only, so the result runs exactly as the original.
+    pub fn stripped(&self) -> Vec<u8> {
+        let end = self
+            .segments
+            .iter()
+            .map(|s| s.offset.saturating_add(s.filesz))
+            .chain(std::iter::once(self.phdrs_end))
+            .max()
+            .unwrap_or(0)
+            .min(self.data.len() as u64) as usize;
+        let mut out = self.data[..end].to_vec();
+        out[0x28..0x30].fill(0); // e_shoff
+        out[0x3c..0x40].fill(0); // e_shnum, e_shstrndx
+        out
+    }
+
+    /// Whether [`Elf::stripped`] would drop anything.
+    pub fn strippable(&self) -> bool {
+        !self.sections.is_empty()
     }
 
     /// The bytes of the section called `name` (NOBITS sections are empty).

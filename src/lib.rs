@@ -30,6 +30,7 @@ pub mod qemu;
 pub mod recipe;
 pub mod reproducible;
 pub mod sbom;
+pub mod slot_image;
 pub mod tree;
 pub mod units;
 pub mod verity;

@@ -44,6 +44,7 @@ fn build_dir(dir: &Path, name: &str, rootfs: &[u8], kernel: &[u8]) -> PathBuf {
             file: file.into(),
             size: bytes.len() as u64,
             sha256: slate::io::hash::hex(&slate::io::hash::sha256_reader(&bytes[..]).unwrap().0),
+            verity: None,
         });
     }
     let m = slate::build_manifest::BuildManifest {

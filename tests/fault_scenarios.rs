@@ -209,6 +209,7 @@ good! {
     cut_mid_slot => MidSlot,
     cut_after_slot_sync => AfterSlotSync,
     cut_after_boot_files => AfterBootFiles,
+    cut_after_seal => AfterSeal,
     cut_after_slot_manifest => AfterSlotManifest,
     cut_after_trial_entry_before_installed => AfterTrialEntry,
     cut_after_installed => AfterInstalled,

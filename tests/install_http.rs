@@ -31,6 +31,7 @@ fn build_dir(dir: &Path) -> PathBuf {
             file: file.into(),
             size: bytes.len() as u64,
             sha256: slate::io::hash::hex(&slate::io::hash::sha256_reader(&bytes[..]).unwrap().0),
+            verity: None,
         });
     }
     let m = slate::build_manifest::BuildManifest {

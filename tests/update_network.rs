@@ -340,7 +340,7 @@ fn restart_download(p: &Pair, point: FaultPoint) -> Option<&serde_json::Value> {
     use FaultPoint::*;
     match point {
         AfterVerify | AfterDisable | AfterInstalling | AfterFirstWrite | MidSlot
-        | AfterSlotSync | AfterBootFiles => Some(&p.predicted),
+        | AfterSlotSync | AfterBootFiles | AfterSeal => Some(&p.predicted),
         // Slot B holds v2 and its manifest is stored: it is its own seed.
         AfterSlotManifest => Some(&p.predicted_over_v2),
         AfterTrialEntry | AfterInstalled => None,
@@ -445,6 +445,7 @@ cut! {
     delta_cut_mid_slot => MidSlot,
     delta_cut_after_slot_sync => AfterSlotSync,
     delta_cut_after_boot_files => AfterBootFiles,
+    delta_cut_after_seal => AfterSeal,
     delta_cut_after_slot_manifest => AfterSlotManifest,
     delta_cut_after_trial_entry => AfterTrialEntry,
     delta_cut_after_installed => AfterInstalled,

@@ -141,6 +141,10 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         &[
             ("slot", json!(booted.to_string())),
             ("version", json!(dev.config.version)),
+            (
+                "verity",
+                json!(super::verity::running_root(&dev.params).map(|v| v.root_hash)),
+            ),
         ],
     );
     // Early, before the verdict: an image on a larger disk gets all of it.

@@ -2,6 +2,7 @@
 //! and the GPT GUIDs of its partitions.
 
 use crate::boot_env::SlotId;
+use crate::verity::{CMDLINE_KEY, SlotVerity};
 
 /// What the boot entry told the kernel.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -14,6 +15,8 @@ pub struct BootParams {
     pub data: Option<String>,
     /// GUID of the ESP.
     pub esp: Option<String>,
+    /// The root's dm-verity parameters, when it is verified.
+    pub verity: Option<SlotVerity>,
     /// Everything else, in order (the image's own command line).
     pub rest: Vec<String>,
 }
@@ -28,6 +31,7 @@ pub fn parse(cmdline: &str) -> BootParams {
             Some(("slate.data", v)) => p.data = Some(v.to_string()),
             Some(("slate.esp", v)) => p.esp = Some(v.to_string()),
             Some(("slate.wd", _)) => {}
+            Some((CMDLINE_KEY, v)) => p.verity = SlotVerity::parse_cmdline_value(v),
             _ => p.rest.push(word.to_string()),
         }
     }
@@ -36,7 +40,8 @@ pub fn parse(cmdline: &str) -> BootParams {
 
 /// The full command line for a slot: the image's own parameters, then
 /// slate's, with `panic=` added so a kernel panic reboots into the boot
-/// loader (which counts the failed attempt).
+/// loader (which counts the failed attempt), and the slot's dm-verity
+/// parameters when its root is verified.
 pub fn compose(
     base: &str,
     slot: SlotId,
@@ -44,6 +49,7 @@ pub fn compose(
     data: &str,
     esp: &str,
     watchdog_secs: u64,
+    verity: Option<&SlotVerity>,
 ) -> String {
     let mut words: Vec<String> = base
         .split_whitespace()
@@ -58,6 +64,9 @@ pub fn compose(
     words.push(format!("slate.data={data}"));
     words.push(format!("slate.esp={esp}"));
     words.push(format!("slate.wd={watchdog_secs}"));
+    if let Some(v) = verity {
+        words.push(format!("{CMDLINE_KEY}={}", v.to_cmdline_value()));
+    }
     words.join(" ")
 }
 
@@ -74,6 +83,7 @@ mod tests {
             "d",
             "e",
             60,
+            None,
         );
         assert_eq!(
             c,
@@ -83,6 +93,6 @@ mod tests {
         assert_eq!(p.slot, Some(SlotId::A));
         assert_eq!(p.root.as_deref(), Some("r"));
         assert_eq!(p.rest, ["console=ttyS0", "quiet", "panic=5"]);
-        assert!(!compose("panic=1", SlotId::B, "r", "d", "e", 1).contains("panic=5"));
+        assert!(!compose("panic=1", SlotId::B, "r", "d", "e", 1, None).contains("panic=5"));
     }
 }

@@ -89,6 +89,20 @@ pub struct DeviceSeeds<'a> {
     pub esp: &'a Path,
 }
 
+/// The byte ranges where slot `slot` (on `dev`) differs from the image its
+/// stored manifest describes: its superblock copies when it is slot B. A
+/// slot whose superblock cannot be read gets the whole first MiB, so no
+/// chunk there is trusted without being read and checked.
+fn identity_ranges(dev: &Path, slot: SlotId) -> Vec<(u64, u64)> {
+    let patches = std::fs::File::open(dev)
+        .map_err(crate::slot_image::SlotImageError::from)
+        .and_then(|mut f| crate::slot_image::identity_patches(&mut f, slot));
+    match patches {
+        Ok(p) => p.iter().map(|(at, b)| (*at, b.len() as u64)).collect(),
+        Err(_) => vec![(0, 1 << 20)],
+    }
+}
+
 impl DeviceSeeds<'_> {
     /// Builds the index.
     pub fn index(&self, new: &Manifest) -> io::Result<SeedIndex> {
@@ -110,7 +124,7 @@ impl DeviceSeeds<'_> {
         };
         let s = seed(&mut ix, "slot", running_dev, false);
         match usable(&stored, "rootfs") {
-            Some(a) => ix.index_artifact(s, &a),
+            Some(a) => ix.index_artifact_except(s, &a, &identity_ranges(running_dev, booted)),
             None => {
                 for cs in crate::bundle::delta::chunk_sizes(new) {
                     let f = std::fs::File::open(running_dev)?;
@@ -136,7 +150,7 @@ impl DeviceSeeds<'_> {
         let (target, target_dev) = self.target;
         if let Some(a) = usable(&self.manifests.load(target), "rootfs") {
             let s = seed(&mut ix, "target", target_dev, true);
-            ix.index_artifact(s, &a);
+            ix.index_artifact_except(s, &a, &identity_ranges(target_dev, target));
         }
         Ok(ix)
     }

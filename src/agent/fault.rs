@@ -79,6 +79,8 @@ fault_points! {
         "The whole rootfs was written and fsynced, before the read-back.",
     AfterBootFiles = "install.after_boot_files":
         "The slot's kernel and initrd were written to the ESP and read back.",
+    AfterSeal = "install.after_seal":
+        "The slot's filesystem identity and dm-verity tree were written and its root hash matched the signed one; its manifest is not stored yet.",
     AfterSlotManifest = "install.after_slot_manifest":
         "The new slot's signed manifest is stored on /data; the slot has no boot entry yet.",
     AfterTrialEntry = "install.after_trial_entry":

@@ -36,8 +36,9 @@ use crate::bundle::{
     VerifiedChunk,
 };
 pub use crate::io::source::Source;
+use crate::verity::SlotVerity;
 use crate::version::compare_versions;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use serde_json::json;
 use std::cmp::Ordering;
 use std::fs::File;
@@ -326,20 +327,8 @@ fn plan(
         return Ok(Err(reject(r.0, Some(&manifest.version))));
     }
     let part = slot_partition(dev, target)?;
-    let rootfs_size = manifest
-        .artifacts
-        .iter()
-        .find(|a| a.name == "rootfs")
-        .map(|a| a.size)
-        .unwrap_or(0);
-    if rootfs_size > part.size {
-        return Ok(Err(reject(
-            format!(
-                "rootfs of {} bytes does not fit slot {target} ({} bytes)",
-                rootfs_size, part.size
-            ),
-            Some(&manifest.version),
-        )));
+    if let Err(reason) = check_slot_fit(&manifest, dev.params.verity.is_some(), target, &part) {
+        return Ok(Err(reject(reason, Some(&manifest.version))));
     }
     let (reader, delta): (Box<dyn ChunkSource>, _) = match opened {
         Opened::Ranges(remote) => {
@@ -374,6 +363,63 @@ fn plan(
         part,
         delta,
     }))
+}
+
+/// Whether the bundle's rootfs, with its hash tree, fits the target slot,
+/// and carries the dm-verity root hashes a device that boots verified roots
+/// requires (`verified`: the running slot's root is verified).
+fn check_slot_fit(
+    manifest: &crate::bundle::Manifest,
+    verified: bool,
+    target: SlotId,
+    part: &BlockPartition,
+) -> std::result::Result<(), String> {
+    let Some(rootfs) = manifest.artifacts.iter().find(|a| a.name == "rootfs") else {
+        return Ok(());
+    };
+    let need = match &rootfs.verity {
+        Some(_) => crate::slot_image::slot_len(rootfs.size).map_err(|e| e.to_string())?,
+        None if verified => {
+            return Err(
+                "the bundle's rootfs has no dm-verity root hashes; this device boots verified roots only"
+                    .into(),
+            );
+        }
+        None => rootfs.size,
+    };
+    if need > part.size {
+        return Err(format!(
+            "rootfs of {} bytes ({need} with its hash tree) does not fit slot {target} ({} bytes)",
+            rootfs.size, part.size
+        ));
+    }
+    Ok(())
+}
+
+/// Step 5b: gives the written slot its identity and hash tree, and checks
+/// the root hash it computed against the signed one. `Ok(None)` for a
+/// bundle without verity.
+fn seal_slot(
+    manifest: &crate::bundle::Manifest,
+    part: &BlockPartition,
+    target: SlotId,
+) -> Result<Option<SlotVerity>> {
+    let Some(rootfs) = manifest.artifacts.iter().find(|a| a.name == "rootfs") else {
+        return Ok(None);
+    };
+    let Some(signed) = &rootfs.verity else {
+        return Ok(None);
+    };
+    let want = signed.slot(target);
+    let sealed = crate::slot_image::seal(&part.dev, 0, part.size, rootfs.size, target, want.salt)
+        .with_context(|| format!("writing slot {target}'s hash tree to {}", part.dev.display()))?;
+    ensure!(
+        sealed == want,
+        "slot {target}'s root hash {} differs from the signed manifest's {}",
+        crate::io::hash::hex(&sealed.root_hash),
+        crate::io::hash::hex(&want.root_hash)
+    );
+    Ok(Some(sealed))
 }
 
 /// A file or block device: `first` is verified whole, then the source is
@@ -468,7 +514,8 @@ pub fn install(
         reader = Box::new(stream);
         write_artifacts(reader.as_mut(), &part, &mut flow, target)
     });
-    let bootspec = match written {
+    let sealed = written.and_then(|b| Ok((b, seal_slot(&manifest, &part, target)?)));
+    let (bootspec, verity) = match sealed {
         Ok(b) => b,
         Err(e) => {
             // The slot stays disabled; the running system is untouched. The
@@ -485,6 +532,7 @@ pub fn install(
             return Err(e);
         }
     };
+    fault::hit(FaultPoint::AfterSeal);
     // The reader keeps seed files open, the running slot's boot files on the
     // ESP among them: close them before the ESP is unmounted.
     let counts = reader.delta_counts();
@@ -508,6 +556,7 @@ pub fn install(
             &data,
             &esp_guid,
             bootspec.watchdog_secs,
+            verity.as_ref(),
         ),
     };
     flow.try_next(target, dev.config.tries, &entry)?;

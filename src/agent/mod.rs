@@ -17,4 +17,5 @@ pub mod media;
 pub mod state;
 pub mod status;
 pub mod system;
+pub mod verity;
 pub mod watchdog;

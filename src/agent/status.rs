@@ -48,6 +48,9 @@ pub struct StatusReport {
     pub update: String,
     /// Failed updates that will not be retried automatically.
     pub failed: Vec<super::state::FailedUpdate>,
+    /// The running root's dm-verity device, as the kernel reports it
+    /// (`None`: the root is not verified).
+    pub root_verity: Option<super::verity::RootVerity>,
 }
 
 /// Builds the report from observations (pure).
@@ -81,6 +84,7 @@ pub fn report(dev: &Device, state: &DeviceState, boot: Option<&BootSnapshot>) ->
         slots,
         update: state.update.word().to_string(),
         failed: state.failed.clone(),
+        root_verity: None,
     }
 }
 
@@ -107,7 +111,9 @@ pub fn gather(config_path: &std::path::Path) -> Result<StatusReport> {
     if let Err(e) = &snapshot {
         eprintln!("slate-agent: boot loader state unavailable: {e:#}");
     }
-    Ok(report(&dev, &state, snapshot.as_ref().ok()))
+    let mut r = report(&dev, &state, snapshot.as_ref().ok());
+    r.root_verity = super::verity::running_root(&dev.params);
+    Ok(r)
 }
 
 /// Human-readable form.

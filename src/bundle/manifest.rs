@@ -89,6 +89,12 @@ impl fmt::Debug for Digest {
     }
 }
 
+impl serde::Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl<'de> Deserialize<'de> for Digest {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct HexVisitor;
@@ -141,6 +147,54 @@ pub struct ArtifactEntry {
     pub sha256: Digest,
     /// Size in bytes.
     pub size: u64,
+    /// The dm-verity root hash of each slot holding this artifact (the
+    /// `rootfs` only; absent in bundles built without verity).
+    #[serde(default)]
+    pub verity: Option<ArtifactVerity>,
+}
+
+/// The dm-verity parameters of a slot image, signed with the manifest: the
+/// installer writes the image, computes its tree and compares the root hash
+/// for the slot it wrote before the slot may boot (see `slot_image`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactVerity {
+    /// Data blocks of 4096 bytes: the artifact's size / 4096.
+    pub data_blocks: u64,
+    /// Where the tree starts in the slot partition, bytes (the artifact's size).
+    pub hash_offset: u64,
+    /// Root hash in slot A.
+    pub root_hash_a: Digest,
+    /// Root hash in slot B (whose filesystem has its own UUID).
+    pub root_hash_b: Digest,
+    /// Salt of every digest (the artifact's SHA-256).
+    pub salt: Digest,
+}
+
+impl ArtifactVerity {
+    /// From the slot image contract's form.
+    pub fn from_image(v: &crate::slot_image::ImageVerity) -> Self {
+        ArtifactVerity {
+            data_blocks: v.data_blocks,
+            hash_offset: v.hash_offset,
+            root_hash_a: Digest(v.root_a),
+            root_hash_b: Digest(v.root_b),
+            salt: Digest(v.salt),
+        }
+    }
+
+    /// The parameters of `slot`.
+    pub fn slot(&self, slot: crate::boot_env::SlotId) -> crate::verity::SlotVerity {
+        crate::verity::SlotVerity {
+            data_blocks: self.data_blocks,
+            hash_offset: self.hash_offset,
+            salt: self.salt.0,
+            root_hash: match slot {
+                crate::boot_env::SlotId::A => self.root_hash_a.0,
+                crate::boot_env::SlotId::B => self.root_hash_b.0,
+            },
+        }
+    }
 }
 
 /// One chunk of an artifact.
@@ -211,9 +265,18 @@ impl Manifest {
             }
             let _ = write!(
                 s,
-                "],\"name\":\"{}\",\"sha256\":\"{}\",\"size\":{}}}",
+                "],\"name\":\"{}\",\"sha256\":\"{}\",\"size\":{}",
                 a.name, a.sha256, a.size
             );
+            if let Some(v) = &a.verity {
+                let _ = write!(
+                    s,
+                    ",\"verity\":{{\"data_blocks\":{},\"hash_offset\":{},\"root_hash_a\":\"{}\",\
+                     \"root_hash_b\":\"{}\",\"salt\":\"{}\"}}",
+                    v.data_blocks, v.hash_offset, v.root_hash_a, v.root_hash_b, v.salt
+                );
+            }
+            s.push('}');
         }
         let _ = write!(
             s,
@@ -316,10 +379,36 @@ impl Manifest {
                 }
                 payload = payload.saturating_add(c.compressed_size);
             }
+            if let Some(v) = &a.verity {
+                check_verity(a, v).map_err(|e| ManifestError(at(&e.0)))?;
+            }
         }
         check_int("payload length", payload)?;
         Ok(())
     }
+}
+
+/// A slot image's verity parameters must describe exactly the artifact,
+/// with the tree after it.
+fn check_verity(a: &ArtifactEntry, v: &ArtifactVerity) -> Result<(), ManifestError> {
+    const BLOCK: u64 = crate::verity::BLOCK_SIZE;
+    if a.name != "rootfs" {
+        return err("only the rootfs carries verity parameters");
+    }
+    if a.size % BLOCK != 0 || v.data_blocks != a.size / BLOCK {
+        return err(format!(
+            "verity covers {} blocks of {BLOCK} bytes, the artifact has {} bytes",
+            v.data_blocks, a.size
+        ));
+    }
+    check_int("verity hash_offset", v.hash_offset)?;
+    if v.hash_offset < a.size || v.hash_offset % BLOCK != 0 {
+        return err(format!(
+            "verity hash_offset {} is not a block boundary at or after the data's end",
+            v.hash_offset
+        ));
+    }
+    Ok(())
 }
 
 fn check_int(what: &str, v: u64) -> Result<(), ManifestError> {
@@ -392,6 +481,7 @@ mod tests {
                 name: "rootfs".into(),
                 sha256: Digest([2; 32]),
                 size: (1 << 20) + 5,
+                verity: None,
             }],
             compatible: "slate-qemu-x86_64".into(),
             created: 1_700_000_000,
@@ -400,6 +490,53 @@ mod tests {
             security_version: 3,
             version: "1.0.0".into(),
         }
+    }
+
+    fn with_verity() -> Manifest {
+        let mut m = sample();
+        let a = &mut m.artifacts[0];
+        a.size = 1 << 20;
+        a.chunks.truncate(1);
+        a.verity = Some(ArtifactVerity {
+            data_blocks: 256,
+            hash_offset: 1 << 20,
+            root_hash_a: Digest([3; 32]),
+            root_hash_b: Digest([4; 32]),
+            salt: Digest([5; 32]),
+        });
+        m
+    }
+
+    #[test]
+    fn verity_parameters_are_signed_canonically_and_checked() {
+        let m = with_verity();
+        let b = m.to_canonical_json();
+        let s = std::str::from_utf8(&b).unwrap();
+        assert!(
+            s.contains(&format!(
+                "\"size\":1048576,\"verity\":{{\"data_blocks\":256,\"hash_offset\":1048576,\"root_hash_a\":\"{}\",\"root_hash_b\":\"{}\",\"salt\":\"{}\"}}}}]",
+                "03".repeat(32),
+                "04".repeat(32),
+                "05".repeat(32)
+            )),
+            "{s}"
+        );
+        assert_eq!(Manifest::parse(&b).unwrap(), m);
+        for (bad, why) in [
+            (s.replace("\"data_blocks\":256", "\"data_blocks\":255"), "covers 255 blocks"),
+            (s.replace("\"hash_offset\":1048576", "\"hash_offset\":4096"), "hash_offset 4096"),
+            (s.replace("\"hash_offset\":1048576", "\"hash_offset\":1048577"), "hash_offset 1048577"),
+            (s.replace("\"name\":\"rootfs\"", "\"name\":\"kernel\""), "only the rootfs"),
+            (s.replace(",\"salt\"", ",\"extra\":1,\"salt\""), "unknown field"),
+        ] {
+            let e = Manifest::parse(bad.as_bytes()).unwrap_err().to_string();
+            assert!(e.contains(why), "{e}");
+        }
+        // An explicit null is not the canonical form (the field is left out).
+        let null = String::from_utf8(sample().to_canonical_json())
+            .unwrap()
+            .replacen("\"size\":1048581", "\"size\":1048581,\"verity\":null", 1);
+        assert!(Manifest::parse(null.as_bytes()).is_err());
     }
 
     #[test]

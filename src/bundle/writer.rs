@@ -11,7 +11,7 @@ use super::format::{
     DEFAULT_CHUNK_SIZE, FORMAT_VERSION, Header, MAX_CHUNK_SIZE, MAX_CHUNKS, MAX_SIGNATURES,
     MIN_CHUNK_SIZE, max_compressed_len,
 };
-use super::manifest::{ArtifactEntry, ChunkEntry, Digest, Manifest, ZeroDigests};
+use super::manifest::{ArtifactEntry, ArtifactVerity, ChunkEntry, Digest, Manifest, ZeroDigests};
 use super::pipeline::{Pool, default_workers};
 use super::signing::{KeyId, SecretKey};
 use crate::build_manifest::BuildManifest;
@@ -66,6 +66,10 @@ pub struct ArtifactInput {
     pub size: u64,
     /// Expected SHA-256, checked while reading; a mismatch is refused.
     pub sha256: Option<Digest>,
+    /// The slot image's verity parameters as the build recorded them: when
+    /// set, they are computed again from the file (a mismatch is refused)
+    /// and signed with the manifest.
+    pub verity: Option<ArtifactVerity>,
 }
 
 /// Knobs for [`write_bundle`].
@@ -181,6 +185,7 @@ pub fn from_build_dir(dir: &Path) -> Result<(BundleMeta, Vec<ArtifactInput>), Wr
             path: dir.join(&a.file),
             size: a.size,
             sha256: Some(sha256),
+            verity: a.verity,
         });
     }
     let meta = BundleMeta {
@@ -322,6 +327,7 @@ fn precheck(
                 name: a.name.clone(),
                 sha256: Digest::default(),
                 size: a.size,
+                verity: None,
             })
             .collect(),
     );
@@ -495,13 +501,47 @@ fn chunk_artifact<S: Write>(
             a.name
         ));
     }
+    let verity = match &a.verity {
+        None => None,
+        Some(recorded) => Some(artifact_verity(a, &shown, sha256, recorded)?),
+    };
     Ok(ArtifactEntry {
         chunk_size: cs,
         chunks,
         name: a.name.clone(),
         sha256,
         size: a.size,
+        verity,
     })
+}
+
+/// The slot image's verity parameters, computed from the file (salted with
+/// its SHA-256) and checked against what the build recorded.
+fn artifact_verity(
+    a: &ArtifactInput,
+    shown: &str,
+    sha256: Digest,
+    recorded: &ArtifactVerity,
+) -> Result<ArtifactVerity, WriteError> {
+    let computed = crate::slot_image::image_verity(&a.path, sha256.0)
+        .map(|v| ArtifactVerity::from_image(&v))
+        .map_err(|e| {
+            WriteError::Input(format!(
+                "artifact {}: {shown}: computing its dm-verity trees: {e}",
+                a.name
+            ))
+        })?;
+    if computed != *recorded {
+        return input(format!(
+            "artifact {}: {shown} has dm-verity root hashes {}/{}, the build manifest says {}/{}",
+            a.name,
+            computed.root_hash_a,
+            computed.root_hash_b,
+            recorded.root_hash_a,
+            recorded.root_hash_b
+        ));
+    }
+    Ok(computed)
 }
 
 /// The file's data segments per SEEK_DATA/SEEK_HOLE; the whole file where

@@ -51,14 +51,27 @@ pub enum BinaryError {
     Tree(#[from] TreeError),
 }
 
+/// Whether [`add_binary`] copies the executable as it is or stripped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strip {
+    /// Byte for byte (a recipe's own binaries).
+    No,
+    /// Without symbols and debug information ([`Elf::stripped`]): slate's
+    /// own programs, whose test builds carry line tables.
+    Executable,
+}
+
 /// Adds `host` to `tree` at `dest` with `mode`, plus every shared library it
-/// needs at the path the loader will look for it. Returns the image paths added.
+/// needs at the path the loader will look for it (libraries are copied as
+/// they are). Returns the image paths added.
 pub fn add_binary(
     tree: &mut Tree,
     host: &Path,
     dest: &str,
     mode: u16,
+    strip: Strip,
 ) -> Result<Vec<String>, BinaryError> {
+    let top = dest.to_string();
     let mut added = Vec::new();
     let mut seen = BTreeSet::new();
     let mut queue: Vec<(PathBuf, String, u16)> = vec![(host.to_path_buf(), dest.to_string(), mode)];
@@ -80,11 +93,15 @@ pub fn add_binary(
             path: host.clone(),
             reason: e.to_string(),
         })?;
-        let size = data.len() as u64;
+        let content = if strip == Strip::Executable && dest == top && elf.strippable() {
+            FileData::from_bytes(elf.stripped())
+        } else {
+            FileData::host(real.clone(), data.len() as u64)
+        };
         tree.put(
             dest.as_bytes(),
             Node {
-                kind: NodeKind::File(FileData::host(real.clone(), size)),
+                kind: NodeKind::File(content),
                 meta: Metadata::root(mode),
             },
             &Metadata::root(0o755),
@@ -144,10 +161,39 @@ mod tests {
             eprintln!("skipping: no /bin/ls");
             return;
         }
-        let added = add_binary(&mut tree, host, "/bin/ls", 0o755).unwrap();
+        let added = add_binary(&mut tree, host, "/bin/ls", 0o755, Strip::No).unwrap();
         assert!(added.iter().any(|p| p.ends_with("/libc.so.6")), "{added:?}");
         assert!(added.iter().any(|p| p.contains("ld-linux")), "{added:?}");
         assert!(tree.lookup(b"/bin/ls").is_some());
+    }
+
+    /// A stripped copy of this very test binary (which carries line tables)
+    /// is much smaller and still runs.
+    #[test]
+    fn stripped_executable_runs() {
+        use std::os::unix::fs::PermissionsExt;
+        let exe = std::env::current_exe().unwrap();
+        let data = std::fs::read(&exe).unwrap();
+        let stripped = Elf::parse(&data).unwrap().stripped();
+        assert!(stripped.len() < data.len(), "nothing stripped");
+        assert_eq!(Elf::parse(&stripped).unwrap().section(".text").unwrap(), None);
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("t");
+        std::fs::write(&p, &stripped).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = std::process::Command::new(&p)
+            .args(["--list", "stripped_executable_runs"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("stripped_executable_runs"));
+        let mut tree = Tree::new(Metadata::root(0o755));
+        add_binary(&mut tree, &exe, "/bin/t", 0o755, Strip::Executable).unwrap();
+        let node = tree.node(tree.lookup(b"/bin/t").unwrap());
+        let NodeKind::File(f) = &node.kind else {
+            panic!("not a file")
+        };
+        assert_eq!(f.size, stripped.len() as u64);
     }
 
     #[test]
@@ -156,7 +202,7 @@ mod tests {
         let p = d.path().join("script");
         std::fs::write(&p, "#!/bin/sh\n").unwrap();
         let mut tree = Tree::new(Metadata::root(0o755));
-        let e = add_binary(&mut tree, &p, "/bin/script", 0o755)
+        let e = add_binary(&mut tree, &p, "/bin/script", 0o755, Strip::No)
             .unwrap_err()
             .to_string();
         assert!(e.contains("script") && e.contains("ELF"), "{e}");

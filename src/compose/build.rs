@@ -252,7 +252,24 @@ fn artifact(dir: &Path, name: &str, file: &str) -> Result<Artifact, ComposeError
         file: file.into(),
         size,
         sha256: hash::hex(&digest),
+        verity: None,
     })
+}
+
+/// The rootfs's manifest record, with the dm-verity parameters of both
+/// slots (salted with the image's SHA-256).
+fn rootfs_artifact(w: &Path) -> Result<Artifact, ComposeError> {
+    let mut a = artifact(w, "rootfs", files::ROOTFS)?;
+    let path = w.join(files::ROOTFS);
+    let salt = crate::verity::unhex32(&a.sha256).unwrap_or_default();
+    let v = crate::slot_image::image_verity(&path, salt).map_err(|e| {
+        ComposeError::Other(format!(
+            "computing the dm-verity trees of {}: {e}",
+            path.display()
+        ))
+    })?;
+    a.verity = Some(crate::bundle::manifest::ArtifactVerity::from_image(&v));
+    Ok(a)
 }
 
 /// Stage 1 output: the recipe and everything it names, fetched.
@@ -287,6 +304,8 @@ struct Filesystems {
     kernel: PathBuf,
     initrd: PathBuf,
     rootfs: PathBuf,
+    /// The rootfs's manifest record, verity parameters included.
+    rootfs_record: Artifact,
 }
 
 /// Runs a build: a sequence of stages, each with explicit inputs and outputs.
@@ -325,7 +344,13 @@ pub fn build(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<BuildOutput, 
         work.path(),
     )?;
     write_sbom(&inputs, &unpacked, &trees.host_files, work.path())?;
-    let manifest = write_manifest(&inputs, unpacked.epoch, work.path(), status)?;
+    let manifest = write_manifest(
+        &inputs,
+        unpacked.epoch,
+        fs.rootfs_record,
+        work.path(),
+        status,
+    )?;
     // Swap the finished directory into place, then record the lock: a
     // failed build leaves both untouched.
     super::outdir::replace(work, &inputs.out)?;
@@ -456,6 +481,19 @@ fn agent_config(recipe: &Recipe, watchdog_secs: u64) -> AgentConfig {
     }
 }
 
+/// The initramfs's device-mapper helper: `slate-dm`, installed beside the
+/// slate executable that is embedded as the agent.
+fn dm_helper(agent: &Path) -> Result<PathBuf, ComposeError> {
+    let helper = agent.with_file_name("slate-dm");
+    if !helper.is_file() {
+        return Err(ComposeError::Other(format!(
+            "{} is missing: slate-dm (built and installed with slate) opens the verified root in the initramfs",
+            helper.display()
+        )));
+    }
+    Ok(helper)
+}
+
 /// Stage 3: compose the initramfs and root filesystem trees in memory.
 fn compose_trees(
     recipe: &Recipe,
@@ -469,7 +507,15 @@ fn compose_trees(
         .ok_or_else(|| ComposeError::Other("busybox-static has no /bin/busybox".into()))?;
     let applets = super::rootfs::busybox_applets(&busybox)?;
     let modules = plan_initramfs_modules(recipe, &unpacked.kernel)?;
-    let mut initramfs = initramfs_tree(&busybox, busybox_size, &applets, &modules, epoch)?;
+    let dm_helper = dm_helper(agent)?;
+    let mut initramfs = initramfs_tree(
+        &busybox,
+        busybox_size,
+        &applets,
+        &dm_helper,
+        &modules,
+        epoch,
+    )?;
     initramfs.clamp_mtimes(epoch);
 
     status("composing root filesystem");
@@ -513,10 +559,13 @@ fn write_filesystems(
         .map_err(|e| ComposeError::io("copying", &unpacked.kernel.vmlinuz, e))?;
     let rootfs = w.join(files::ROOTFS);
     write_rootfs(recipe, &trees.rootfs, unpacked.epoch, previous, &rootfs)?;
+    status("computing dm-verity trees");
+    let rootfs_record = rootfs_artifact(w)?;
     Ok(Filesystems {
         kernel,
         initrd,
         rootfs,
+        rootfs_record,
     })
 }
 
@@ -629,6 +678,10 @@ fn write_disk_image(
 ) -> Result<(), ComposeError> {
     status("writing disk image");
     let ids = DiskIds::derive(&recipe.name, recipe.version.as_str());
+    let verity = fs
+        .rootfs_record
+        .verity
+        .ok_or_else(|| ComposeError::Other("the rootfs has no dm-verity parameters".into()))?;
     let entry = |slot: SlotId| EntrySpec {
         title: format!("{} {} (slot {slot})", recipe.name, recipe.version),
         version: recipe.version.to_string(),
@@ -639,6 +692,7 @@ fn write_disk_image(
             &ids.data,
             &ids.esp,
             watchdog_secs,
+            Some(&verity.slot(slot)),
         ),
     };
     let (loader, loader_size) = staged_file(
@@ -677,6 +731,7 @@ fn write_disk_image(
             ids: &ids,
             esp: &esp,
             rootfs: &fs.rootfs,
+            verity: &verity,
             epoch: unpacked.epoch,
         },
     )?;
@@ -748,6 +803,7 @@ fn write_sbom(
 fn write_manifest(
     inputs: &Inputs,
     epoch: i64,
+    rootfs: Artifact,
     w: &Path,
     status: &dyn Fn(&str),
 ) -> Result<BuildManifest, ComposeError> {
@@ -761,7 +817,7 @@ fn write_manifest(
         security_version: recipe.update.security_version,
         source_date_epoch: epoch,
         artifacts: vec![
-            artifact(w, "rootfs", files::ROOTFS)?,
+            rootfs,
             artifact(w, "kernel", files::KERNEL)?,
             artifact(w, "initrd", files::INITRD)?,
             artifact(w, "boot", files::BOOTSPEC)?,

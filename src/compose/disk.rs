@@ -4,6 +4,7 @@
 
 use super::ComposeError;
 use super::build::DiskIds;
+use crate::boot_env::SlotId;
 use crate::filesystems::{ext4, fat, gpt};
 use crate::progress::Progress;
 use crate::recipe::Recipe;
@@ -25,6 +26,9 @@ pub struct DiskInputs<'a> {
     pub esp: &'a Tree,
     /// The slot filesystem image.
     pub rootfs: &'a Path,
+    /// Its dm-verity parameters (each slot's root hash, as the boot entries
+    /// name them).
+    pub verity: &'a crate::bundle::manifest::ArtifactVerity,
     /// Timestamp for generated metadata.
     pub epoch: i64,
 }
@@ -101,7 +105,8 @@ pub fn write_disk(path: &Path, inputs: &DiskInputs<'_>) -> Result<(), ComposeErr
         )
     })?;
 
-    // Both slots hold the same filesystem.
+    // Both slots hold the same filesystem (slot B's under its own UUID),
+    // each followed by its hash tree.
     let rootfs =
         File::open(inputs.rootfs).map_err(|e| ComposeError::io("opening", inputs.rootfs, e))?;
     let rootfs_len = rootfs
@@ -109,21 +114,40 @@ pub fn write_disk(path: &Path, inputs: &DiskInputs<'_>) -> Result<(), ComposeErr
         .map_err(|e| ComposeError::io("reading", inputs.rootfs, e))?
         .len();
     let progress = Progress::bytes(2 * rootfs_len, "slots");
-    for slot in ["root-a", "root-b"] {
-        let r = region(slot)?;
-        if rootfs_len > r.end - r.start {
+    let need = crate::slot_image::slot_len(rootfs_len)
+        .map_err(|e| ComposeError::Other(format!("{}: {e}", inputs.rootfs.display())))?;
+    for slot in SlotId::ALL {
+        let r = region(slot.partition_name())?;
+        if need > r.end - r.start {
             return Err(recipe
                 .error(
                     "disk.slot",
                     format!(
-                        "the root filesystem ({} MiB) does not fit the slot",
-                        rootfs_len.div_ceil(1 << 20)
+                        "the root filesystem and its hash tree ({} MiB) do not fit the slot",
+                        need.div_ceil(1 << 20)
                     ),
                 )
                 .into());
         }
         crate::io::sparse::copy_sparse(&rootfs, rootfs_len, &file, r.start)
             .map_err(|e| ComposeError::io("writing", path, e))?;
+        file.sync_all()
+            .map_err(|e| ComposeError::io("syncing", path, e))?;
+        let sealed = crate::slot_image::seal(
+            path,
+            r.start,
+            r.end - r.start,
+            rootfs_len,
+            slot,
+            inputs.verity.salt.0,
+        )
+        .map_err(|e| ComposeError::Other(format!("sealing slot {slot} of {}: {e}", path.display())))?;
+        if sealed != inputs.verity.slot(slot) {
+            return Err(ComposeError::Other(format!(
+                "slot {slot}'s root hash {} differs from the one computed for its boot entry",
+                crate::io::hash::hex(&sealed.root_hash)
+            )));
+        }
         progress.inc(rootfs_len);
     }
     progress.finish();

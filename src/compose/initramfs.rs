@@ -11,6 +11,14 @@ use std::path::Path;
 /// filesystem and code pages, so the agent can update boot entries.
 pub const ESP_MODULES: &[&str] = &["vfat", "nls_cp437", "nls_ascii", "nls_utf8"];
 
+/// The modules `/init` needs to open the root through dm-verity (their
+/// dependencies, dm-mod, dm-bufio and reed_solomon, come with them); a
+/// kernel without dm-verity cannot boot a slate image.
+pub const VERITY_MODULES: &[&str] = &["dm_verity"];
+
+/// Where the device-mapper helper lives in the initramfs.
+pub const DM_HELPER_PATH: &str = "/bin/slate-dm";
+
 /// Watchdog drivers, preferred first: the hardware watchdog QEMU emulates,
 /// then the software one (which catches userspace hangs).
 pub const WATCHDOG_MODULES: &[&str] = &["i6300esb", "softdog"];
@@ -32,6 +40,11 @@ pub fn plan_modules<'a>(
     requested: &[String],
 ) -> Result<ModulePlan<'a>, ModuleError> {
     let mut names: Vec<String> = requested.to_vec();
+    for m in VERITY_MODULES {
+        if !index.is_builtin(m) && !names.iter().any(|n| n.replace('-', "_") == *m) {
+            names.push(m.to_string());
+        }
+    }
     for m in ESP_MODULES {
         if index.load_order(&[m.to_string()]).is_ok() && !names.iter().any(|n| n == m) {
             names.push(m.to_string());
@@ -70,11 +83,14 @@ pub fn modules_list(plan: &ModulePlan<'_>) -> String {
 }
 
 /// Builds the initramfs tree: busybox with a `/bin` link per applet
-/// (`applets` as `busybox --list-full` prints them), `/init`, the modules.
+/// (`applets` as `busybox --list-full` prints them), `/init`, the
+/// device-mapper helper `dm_helper` (stripped, with its libraries), the
+/// modules.
 pub fn initramfs_tree(
     busybox: &Path,
     busybox_size: u64,
     applets: &[String],
+    dm_helper: &Path,
     plan: &ModulePlan<'_>,
     mtime: i64,
 ) -> Result<Tree, ComposeError> {
@@ -109,6 +125,14 @@ pub fn initramfs_tree(
             &meta(0o755),
         )?;
     }
+    super::binaries::add_binary(
+        &mut t,
+        dm_helper,
+        DM_HELPER_PATH,
+        0o755,
+        super::binaries::Strip::Executable,
+    )
+    .map_err(|e| ComposeError::Other(format!("embedding the device-mapper helper: {e}")))?;
     t.put(
         b"/init",
         file(FileData::from_bytes(INIT_SH.as_bytes().to_vec()), 0o755),

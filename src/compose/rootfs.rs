@@ -2,7 +2,7 @@
 //! glue and agent, then the recipe's own files (which win).
 
 use super::ComposeError;
-use super::binaries;
+use super::binaries::{self, Strip};
 use super::layers::UnpackedLayer;
 use crate::agent::config::AgentConfig;
 use crate::packages::deb::{self, Unpacked};
@@ -306,12 +306,12 @@ pub fn rootfs_tree(recipe: &Recipe, inputs: &RootfsInputs<'_>) -> Result<Tree, C
 
     super::runtime::add_files(recipe, &mut tree, mtime)?;
 
-    binaries::add_binary(&mut tree, inputs.agent, AGENT_PATH, 0o755)
+    binaries::add_binary(&mut tree, inputs.agent, AGENT_PATH, 0o755, Strip::Executable)
         .map_err(|e| ComposeError::Other(format!("embedding the agent: {e}")))?;
 
     for (i, b) in recipe.rootfs.binaries.iter().enumerate() {
         let dest = b.to_string_lossy().into_owned();
-        binaries::add_binary(&mut tree, b, &dest, 0o755).map_err(|e| {
+        binaries::add_binary(&mut tree, b, &dest, 0o755, Strip::No).map_err(|e| {
             ComposeError::Recipe(recipe.error(&format!("rootfs.binaries.{i}"), e.to_string()))
         })?;
     }

@@ -4,6 +4,7 @@ pub mod atomic;
 pub mod blockdev;
 pub mod hash;
 pub mod offset;
+pub mod overlay;
 pub mod ranges;
 pub mod source;
 pub mod sparse;

@@ -14,8 +14,86 @@
 //! memory: the lowest level is written as it is computed, and each higher
 //! level is computed from the level below, read back from the output.
 
+pub mod dm;
+
+use crate::io::hash::hex;
+
 use sha2::{Digest as _, Sha256};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+
+/// The dm-verity parameters of one root slot: what the signed manifest
+/// records, what the boot entry hands the initramfs, and what the installer
+/// checks a written slot against. The tree lives in the slot partition
+/// right after the data, without a verity superblock; hash and data blocks
+/// are [`BLOCK_SIZE`] bytes, the algorithm SHA-256, the format version 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotVerity {
+    /// Data blocks (the image's length / [`BLOCK_SIZE`]).
+    pub data_blocks: u64,
+    /// Where the tree starts in the partition, in bytes.
+    pub hash_offset: u64,
+    /// Salt of every digest.
+    pub salt: [u8; 32],
+    /// The root hash.
+    pub root_hash: [u8; 32],
+}
+
+/// The kernel command line parameter that carries a [`SlotVerity`].
+pub const CMDLINE_KEY: &str = "slate.verity";
+
+impl SlotVerity {
+    /// `ROOT_HASH:SALT:DATA_BLOCKS:HASH_START_BLOCK`, the value of
+    /// [`CMDLINE_KEY`] (one word, so busybox sh passes it on whole).
+    pub fn to_cmdline_value(&self) -> String {
+        format!(
+            "{}:{}:{}:{}",
+            hex(&self.root_hash),
+            hex(&self.salt),
+            self.data_blocks,
+            self.hash_offset / BLOCK_SIZE
+        )
+    }
+
+    /// Parses [`SlotVerity::to_cmdline_value`]'s format.
+    pub fn parse_cmdline_value(s: &str) -> Option<SlotVerity> {
+        let mut it = s.split(':');
+        let root_hash = unhex32(it.next()?)?;
+        let salt = unhex32(it.next()?)?;
+        let data_blocks = it.next()?.parse().ok().filter(|&n: &u64| n > 0)?;
+        let hash_block: u64 = it.next()?.parse().ok()?;
+        if it.next().is_some() || hash_block < data_blocks {
+            return None;
+        }
+        Some(SlotVerity {
+            data_blocks,
+            hash_offset: hash_block.checked_mul(BLOCK_SIZE)?,
+            salt,
+            root_hash,
+        })
+    }
+
+    /// Bytes the tree takes after the data.
+    pub fn tree_len(&self) -> u64 {
+        tree_len(self.data_blocks)
+    }
+}
+
+/// Bytes of the tree (no superblock) for `data_blocks` data blocks.
+pub fn tree_len(data_blocks: u64) -> u64 {
+    level_blocks(data_blocks).iter().sum::<u64>() * BLOCK_SIZE
+}
+
+/// 32 bytes from 64 hex digits (either case).
+pub fn unhex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 || !s.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
 
 /// Data and hash block size.
 pub const BLOCK_SIZE: u64 = 4096;

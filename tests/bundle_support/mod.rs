@@ -194,6 +194,7 @@ pub fn write_manifest_with(dir: &Path, artifacts: &[(&str, &str)], sha: &dyn Fn(
                     file: file.to_string(),
                     size: std::fs::metadata(&p).unwrap().len(),
                     sha256: sha(&p),
+                    verity: None,
                 }
             })
             .collect(),

@@ -684,7 +684,7 @@ pub fn phases_after_cut(point: slate::agent::fault::FaultPoint) -> &'static [&'s
     match point {
         AfterVerify | AfterDisable => &["idle"],
         AfterInstalling | AfterFirstWrite | MidSlot | AfterSlotSync | AfterBootFiles
-        | AfterSlotManifest | AfterTrialEntry => &["installing"],
+        | AfterSeal | AfterSlotManifest | AfterTrialEntry => &["installing"],
         AfterInstalled | TrialBeforeVerdict | TrialAfterMarkGood => &["installed"],
         TrialAfterFailedSaved | TrialAfterMarkBad | RollbackAfterDisable => &["failed"],
         RollbackAfterSaved | CommitAfterSaved => &["idle"],

@@ -91,9 +91,23 @@ impl SeedIndex {
     /// Indexes `seed` from a manifest describing its content (the chunks of
     /// the artifact it holds, from offset 0).
     pub fn index_artifact(&mut self, seed: usize, a: &ArtifactEntry) {
+        self.index_artifact_except(seed, a, &[]);
+    }
+
+    /// [`Self::index_artifact`] for a seed whose bytes differ from the
+    /// artifact's in the `(offset, len)` ranges of `changed` (a slot's own
+    /// filesystem identity): chunks touching them are left out.
+    pub fn index_artifact_except(&mut self, seed: usize, a: &ArtifactEntry, changed: &[(u64, u64)]) {
         for (i, c) in a.chunks.iter().enumerate() {
             let i = i as u64;
-            self.insert(seed, i * a.chunk_size, a.chunk_len(i), c.sha256);
+            let (start, len) = (i * a.chunk_size, a.chunk_len(i));
+            if changed
+                .iter()
+                .any(|&(at, n)| at < start + len && start < at + n)
+            {
+                continue;
+            }
+            self.insert(seed, start, len, c.sha256);
         }
     }
 
@@ -441,6 +455,7 @@ mod tests {
             name: name.into(),
             sha256: Digest::of(&all),
             size: all.len() as u64,
+            verity: None,
         }
     }
 

@@ -26,6 +26,7 @@ mod dir;
 mod dirhash;
 mod extent;
 mod geometry;
+mod identity;
 mod inode;
 mod journal;
 mod layout;
@@ -38,6 +39,7 @@ mod xattr;
 pub use layout::{
     Ext4Layout, LAYOUT_FORMAT, LAYOUT_VERSION, LayoutError, LayoutGroup, LayoutInode, LayoutXattr,
 };
+pub use identity::{IdentityError, SuperblockPatch, read_uuid, uuid_patches};
 pub use probe::{Ext4Size, ProbeError, read_size};
 
 use crate::progress::Progress;

@@ -29,6 +29,9 @@ pub(crate) mod incompat {
     pub const BIT64: u32 = 0x80;
     /// Group metadata may live outside its group.
     pub const FLEX_BG: u32 = 0x200;
+    /// Metadata checksums are seeded from `s_checksum_seed`, not the UUID,
+    /// so the UUID can change without rewriting every checksum.
+    pub const CSUM_SEED: u32 = 0x2000;
 }
 
 /// Read-only compatible features.
@@ -54,6 +57,11 @@ pub(crate) mod bg_flags {
     /// The inode table is zeroed.
     pub const ITABLE_ZEROED: u16 = 0x4;
 }
+
+/// `s_checksum_seed`: crc32c of the UUID the filesystem was made with.
+pub(crate) const CHECKSUM_SEED_OFFSET: usize = 0x270;
+/// `s_uuid`.
+pub(crate) const UUID_OFFSET: usize = 0x68;
 
 /// Directory hash flag: names hash with sign-extended bytes.
 const FLAGS_SIGNED_HASH: u32 = 0x1;
@@ -130,7 +138,11 @@ impl Superblock {
         p32(
             &mut b,
             0x60,
-            incompat::FILETYPE | incompat::EXTENTS | incompat::BIT64 | incompat::FLEX_BG,
+            incompat::FILETYPE
+                | incompat::EXTENTS
+                | incompat::BIT64
+                | incompat::FLEX_BG
+                | incompat::CSUM_SEED,
         );
         p32(
             &mut b,
@@ -142,7 +154,7 @@ impl Superblock {
                 | ro_compat::EXTRA_ISIZE
                 | ro_compat::METADATA_CSUM,
         );
-        b[0x68..0x78].copy_from_slice(&self.uuid);
+        b[UUID_OFFSET..UUID_OFFSET + 16].copy_from_slice(&self.uuid);
         b[0x78..0x88].copy_from_slice(&self.label);
         b[0xEC..0xFC].copy_from_slice(&self.hash_seed);
         b[0xFC] = 1; // default hash: half MD4
@@ -164,6 +176,7 @@ impl Superblock {
         p32(&mut b, 0x160, FLAGS_SIGNED_HASH);
         b[0x174] = LOG_GROUPS_PER_FLEX;
         b[0x175] = 1; // checksum type: crc32c
+        p32(&mut b, CHECKSUM_SEED_OFFSET, checksum::fs_seed(&self.uuid));
         b[0x274] = time_hi; // s_wtime_hi
         b[0x276] = time_hi; // s_mkfs_time_hi
         b[0x277] = time_hi; // s_lastcheck_hi
