@@ -139,7 +139,7 @@ ROOT_NODE=/dev/$ROOT_DEV
 if [ -n "$VERITY" ]; then
     ROOT_NODE=$(slate-dm open-verity slate-root "/dev/$ROOT_DEV" "$VERITY") \
         || fail "cannot open /dev/$ROOT_DEV (slot $SLOT) through dm-verity"
-    log "slot $SLOT verified by dm-verity, root hash ${VERITY%%:*}"
+    log "slot $SLOT opened through dm-verity, root hash ${VERITY%%:*}"
 fi
 mount -t ext4 -o ro "$ROOT_NODE" /newroot || fail "cannot mount root $ROOT_NODE (slot $SLOT)"
 

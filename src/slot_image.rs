@@ -185,3 +185,104 @@ pub fn seal(
         root_hash: tree.root_hash,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::Progress;
+    use crate::tree::{FileData, Metadata, Node, NodeKind, Tree};
+
+    /// A small ext4 image (two groups, so a backup superblock) in a file.
+    fn image(dir: &Path) -> std::path::PathBuf {
+        let mut t = Tree::new(Metadata::root(0o755));
+        t.put(
+            b"/etc/motd",
+            Node {
+                kind: NodeKind::File(FileData::from_bytes(b"hello\n".to_vec())),
+                meta: Metadata::root(0o644),
+            },
+            &Metadata::root(0o755),
+        )
+        .unwrap();
+        let path = dir.join("rootfs.ext4");
+        let f = File::create(&path).unwrap();
+        f.set_len(200 << 20).unwrap();
+        ext4::write_ext4(
+            &t,
+            &ext4::Ext4Options {
+                size: Some(crate::units::Bytes(200 << 20)),
+                uuid: Some([7; 16]),
+                timestamp: Some(1),
+                ..Default::default()
+            },
+            &f,
+            &Progress::hidden(),
+        )
+        .unwrap();
+        path
+    }
+
+    #[test]
+    fn sealing_a_slot_gives_the_root_hash_computed_for_it() {
+        let d = tempfile::tempdir().unwrap();
+        let img = image(d.path());
+        let len = std::fs::metadata(&img).unwrap().len();
+        let v = image_verity(&img, [9; 32]).unwrap();
+        assert_ne!(v.root_a, v.root_b);
+        for slot in SlotId::ALL {
+            let part = d.path().join(format!("part-{slot}"));
+            let start = 4096;
+            let part_len = slot_len(len).unwrap();
+            let mut bytes = vec![0u8; start as usize];
+            bytes.extend(std::fs::read(&img).unwrap());
+            bytes.resize((start + part_len + 4096) as usize, 0xEE);
+            std::fs::write(&part, &bytes).unwrap();
+            let sealed = seal(&part, start, part_len, len, slot, [9; 32]).unwrap();
+            assert_eq!(sealed, v.slot(slot), "slot {slot}");
+            let after = std::fs::read(&part).unwrap();
+            // Nothing outside the slot partition changed.
+            assert!(after[..start as usize].iter().all(|&b| b == 0));
+            assert!(
+                after[(start + part_len) as usize..]
+                    .iter()
+                    .all(|&b| b == 0xEE)
+            );
+            let mut window = OffsetWriter::new(File::open(&part).unwrap(), start, len).unwrap();
+            let uuid = ext4::read_uuid(&mut window).unwrap();
+            assert_eq!(uuid, slot_uuid(&[7; 16], slot));
+            // Slot B differs from the image in its superblock copies only.
+            let differ: Vec<u64> = (0..len / 1024)
+                .map(|k| k * 1024)
+                .filter(|&o| {
+                    let (a, b) = (o as usize, (start + o) as usize);
+                    bytes[b..b + 1024] != after[b..b + 1024] && a < len as usize
+                })
+                .collect();
+            match slot {
+                SlotId::A => assert!(differ.is_empty(), "{differ:?}"),
+                SlotId::B => assert_eq!(differ, [1024, 32768 * 4096]),
+            }
+        }
+        let e = seal(&img, 0, len + 4096, len, SlotId::A, [9; 32]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("cannot hold the image and its hash tree"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn partial_blocks_and_uuid_seeded_checksums_are_refused() {
+        assert!(data_blocks(4097).is_err());
+        assert!(data_blocks(0).is_err());
+        let d = tempfile::tempdir().unwrap();
+        let img = image(d.path());
+        let mut bytes = std::fs::read(&img).unwrap();
+        // Clear metadata_csum_seed: the UUID then seeds every checksum.
+        bytes[1024 + 0x61] &= !0x20;
+        let mut c = std::io::Cursor::new(bytes);
+        let e = identity_patches(&mut c, SlotId::B).unwrap_err();
+        assert!(e.to_string().contains("seeded from the UUID"), "{e}");
+        assert!(identity_patches(&mut c, SlotId::A).unwrap().is_empty());
+    }
+}

@@ -15,7 +15,7 @@
 mod images;
 mod scenarios;
 
-use images::{partition_range, run_ok, sha256_range};
+use images::{dissected_root, partition_range, run_ok, sha256_range};
 use scenarios::*;
 use slate::agent::fault::{FaultAction, FaultPoint, FaultSpec};
 use slate::qemu::{IoError, QemuOptions, QemuOutcome, run};
@@ -73,7 +73,10 @@ fn cut_at(f: &Fixtures, disk: &Path, bundle: &Path, point: FaultPoint, test: &st
 /// The checks right after a cut at `point` on a `v1` disk, the floor not
 /// raised before a commit.
 fn check_after_cut(f: &Fixtures, disk: &Path, point: FaultPoint, test: &str) {
-    let committed = point == FaultPoint::CommitAfterSaved;
+    let committed = matches!(
+        point,
+        FaultPoint::CommitAfterSaved | FaultPoint::DpsAfterBackup
+    );
     let scratch = f.dir.path().join(test);
     let a = f.image("v1").join("rootfs.ext4");
     scenarios::check_after_cut(disk, &a, point, &scratch, if committed { 2 } else { 1 });
@@ -115,6 +118,12 @@ fn restart_completes(f: &Fixtures, disk: &Path, test: &str) {
     assert_esp_clean(disk, &f.dir.path().join(format!("{test}.esp2")), test);
     assert_committed_entry(disk, "a", test);
     assert_committed_entry(disk, "b", test);
+    // A committed last: DPS tools take it as the root, and both copies of
+    // the table agree (sgdisk -v).
+    assert_eq!(dissected_root(disk), ("root-a".into(), true), "{test}");
+    let v = run_ok(Command::new("sgdisk").arg("-v").arg(disk));
+    let v = String::from_utf8_lossy(&v.stdout);
+    assert!(v.contains("No problems found"), "{test}: {v}");
 }
 
 /// One fault point with the good bundle: cut, check, restart, complete.
@@ -216,6 +225,7 @@ good! {
     cut_during_trial_before_verdict => TrialBeforeVerdict,
     cut_after_mark_good_before_commit_saved => TrialAfterMarkGood,
     cut_after_commit_saved => CommitAfterSaved,
+    cut_after_dps_backup => DpsAfterBackup,
 }
 
 macro_rules! failed {

@@ -106,14 +106,48 @@ fn disk_is_valid_per_sgdisk_fsck_and_e2fsck() {
         let part = extract_partition(&disk, n, &d.path().join(format!("{name}.img")));
         tool_ok("e2fsck", &["-fn"], &part);
     }
-    // Both slots hold exactly the slot image.
+    // Slot A holds exactly the slot image; slot B the same filesystem under
+    // its own UUID (blkid, an independent reader, sees two UUIDs), and it
+    // differs from the image only inside its superblock copies.
     let rootfs = out.join("rootfs.ext4");
     let len = std::fs::metadata(&rootfs).unwrap().len();
-    let want = sha256sum(&rootfs);
+    let (off, _) = images::partition_range(&disk, 2);
+    assert_eq!(sha256_range(&disk, off, len), sha256sum(&rootfs), "slot A");
+    let uuid = |p: &Path| {
+        let out = run_ok(
+            Command::new("blkid")
+                .args(["-p", "-o", "value", "-s", "UUID"])
+                .arg(p),
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let (ua, ub) = (
+        uuid(&d.path().join("root-a.img")),
+        uuid(&d.path().join("root-b.img")),
+    );
+    assert!(ua.len() == 36 && ub.len() == 36 && ua != ub, "{ua} / {ub}");
+    assert_eq!(uuid(&rootfs), ua);
+    let image = std::fs::read(&rootfs).unwrap();
+    let slot_b = std::fs::read(d.path().join("root-b.img")).unwrap();
+    let differ: Vec<usize> = (0..image.len())
+        .step_by(1024)
+        .filter(|&i| image[i..i + 1024] != slot_b[i..i + 1024])
+        .collect();
+    assert_eq!(differ, [1024], "slot B differs outside its superblock");
+    // systemd-dissect takes the committed slot A as the root, read-only.
+    assert_eq!(images::dissected_root(&disk), ("root-a".into(), true));
+    // Both slots verify with veritysetup against the build's root hashes; one
+    // flipped byte in slot B's data is refused.
+    let scratch = d.path().join("verity");
     for n in [2, 3] {
-        let (off, _) = images::partition_range(&disk, n);
-        assert_eq!(sha256_range(&disk, off, len), want, "slot {n}");
+        images::veritysetup_verify(&disk, n, &out, &scratch).unwrap();
     }
+    let (off_b, _) = images::partition_range(&disk, 3);
+    images::flip_bit(&disk, off_b + 3 * 4096 + 7);
+    let refused = images::veritysetup_verify(&disk, 3, &out, &scratch).unwrap_err();
+    assert!(refused.contains("Verification failed"), "{refused}");
+    images::flip_bit(&disk, off_b + 3 * 4096 + 7);
+    images::veritysetup_verify(&disk, 3, &out, &scratch).unwrap();
     // The data partition has a journal; the slots do not need one.
     let data = d.path().join("data.img");
     let features = tool_ok("dumpe2fs", &["-h"], &data);

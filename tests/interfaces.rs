@@ -304,8 +304,9 @@ fn agent_status_json_matches_the_docs() {
         }],
         root_verity: Some(slate::agent::verity::RootVerity {
             root_hash: "5d0f".into(),
-            table: "0 8 verity 1 254:2 254:2 4096 4096 1 1 sha256 5d0f 9a41 1 restart_on_corruption"
-                .into(),
+            table:
+                "0 8 verity 1 254:2 254:2 4096 4096 1 1 sha256 5d0f 9a41 1 restart_on_corruption"
+                    .into(),
             status: "V".into(),
         }),
     };

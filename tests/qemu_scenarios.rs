@@ -8,7 +8,7 @@
 mod images;
 mod scenarios;
 
-use images::{partition_range, run_ok};
+use images::{dissected_root, partition_range, run_ok};
 use scenarios::*;
 use slate::qemu::{ExitReason, QemuOutcome};
 use std::path::Path;
@@ -81,6 +81,7 @@ fn update_ping_pong_keeps_data() {
     }
     let f = fixtures();
     let disk = f.disk("v1", "pingpong");
+    assert_eq!(dissected_root(&disk), ("root-a".into(), true));
     let log = f.log("pingpong");
     let v2 = f.bundle("v2");
     let o = boot(
@@ -101,7 +102,26 @@ fn update_ping_pong_keeps_data() {
     assert_eq!(app_boots(&o), [1, 2], "{}", describe(&o));
     let committed = events(&o, "committed");
     assert_eq!(committed.last().unwrap()["version"], "2.0.0");
+    // Each boot's root was verified by dm-verity with the slot's own root
+    // hash: the factory A's from v1's build, B's from v2's signed manifest.
+    // systemd's reader of the Discoverable Partitions Specification takes
+    // the committed slot as the root: B now.
+    assert_eq!(dissected_root(&disk), ("root-b".into(), true));
+    let booted = events(&o, "booted");
+    assert_eq!(
+        booted[0]["verity"],
+        build_verity(&f.image("v1"))["root_hash_a"],
+        "{}",
+        describe(&o)
+    );
+    assert_eq!(
+        booted.last().unwrap()["verity"],
+        build_verity(&f.image("v2"))["root_hash_b"],
+        "{}",
+        describe(&o)
+    );
 
+    assert_eq!(dissected_root(&disk), ("root-b".into(), true));
     let o = boot(
         &disk,
         &["booted:B", "committed:B", "status"],
@@ -121,6 +141,23 @@ fn update_ping_pong_keeps_data() {
     assert_eq!(report["slots"]["B"]["version"], "2.0.0", "{report}");
     assert_eq!(report["slots"]["B"]["boot_state"], "good", "{report}");
     assert_eq!(report["slots"]["A"]["version"], "1.0.0", "{report}");
+    let verity = &report["root_verity"];
+    assert_eq!(verity["status"], "V", "{report}");
+    assert_eq!(
+        verity["root_hash"],
+        build_verity(&f.image("v2"))["root_hash_b"],
+        "{report}"
+    );
+    let table = verity["table"].as_str().unwrap_or_default();
+    assert!(
+        table.contains(" verity 1 ") && table.ends_with(" 1 restart_on_corruption"),
+        "{report}"
+    );
+    // The installed slot passes an independent verifier with the signed
+    // root hash; slot A still passes with v1's.
+    let scratch = f.dir.path().join("pingpong.verity");
+    veritysetup_verify(&disk, 3, &f.image("v2"), &scratch).unwrap();
+    veritysetup_verify(&disk, 2, &f.image("v1"), &scratch).unwrap();
 
     let v3 = f.bundle("v3");
     let o = boot(
@@ -137,6 +174,7 @@ fn update_ping_pong_keeps_data() {
         &log,
     );
     assert_met(&o, "v2 -> v3");
+    assert_eq!(dissected_root(&disk), ("root-a".into(), true));
     assert_eq!(app_boots(&o), [4, 5]);
     assert_eq!(events(&o, "committed").last().unwrap()["version"], "3.0.0");
 
@@ -247,6 +285,71 @@ fn failing_trial(variant: &str, test: &str, timeout: u64) -> (QemuOutcome, Strin
         "{rb:?}"
     );
     (o, std::fs::read_to_string(&log).unwrap_or_default())
+}
+
+/// Verified boot: one flipped bit in slot B after v2 was installed there
+/// (a bad sector, or someone writing the disk) makes the trial's first read
+/// of it fail dm-verity's check; the kernel restarts, every try does the
+/// same, and the loader falls back to A, which commits with a `rollback`
+/// naming B. `veritysetup verify` accepts B before the flip and refuses it
+/// after.
+#[test]
+fn corrupted_trial_slot_falls_back() {
+    if skip("verity_corruption") {
+        return;
+    }
+    let f = fixtures();
+    let disk = f.disk("v1", "verity-corrupt");
+    let log = f.log("verity-corrupt");
+    let scratch = f.dir.path().join("verity-corrupt.scratch");
+    let o = boot(
+        &disk,
+        &["committed:A", "installed:B"],
+        &[&f.bundle("v2")],
+        240,
+        &log,
+    );
+    assert_met(&o, "v1 installs v2 into B");
+    veritysetup_verify(&disk, 3, &f.image("v2"), &scratch).unwrap();
+    // A bit of the primary superblock's label: the mount reads it first.
+    let (off, _) = partition_range(&disk, 3);
+    flip_bit(&disk, off + 1024 + 0x78);
+    let refused = veritysetup_verify(&disk, 3, &f.image("v2"), &scratch).unwrap_err();
+    assert!(refused.contains("Verification failed"), "{refused}");
+
+    let o = boot(
+        &disk,
+        &["booted:A", "rollback", "committed:A"],
+        &[],
+        360,
+        &log,
+    );
+    assert_met(&o, "the corrupted trial falls back");
+    assert!(
+        events(&o, "booted").iter().all(|e| e["slot"] == "A"),
+        "B reached userspace: {}",
+        describe(&o)
+    );
+    let rb = events(&o, "rollback");
+    assert_eq!(
+        (
+            rb[0]["from"].as_str(),
+            rb[0]["to"].as_str(),
+            rb[0]["version"].as_str()
+        ),
+        (Some("B"), Some("A"), Some("2.0.0")),
+        "{rb:?}"
+    );
+    let console = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        console.contains("verity") && console.contains("is corrupted"),
+        "the kernel never reported the corrupted block"
+    );
+    veritysetup_verify(&disk, 2, &f.image("v1"), &scratch).unwrap();
+    assert_eq!(dissected_root(&disk), ("root-a".into(), true));
+    let state = device_state(&disk, &f.dir.path().join("verity-corrupt.data"));
+    assert_eq!(state["update"]["phase"], "idle", "{state}");
+    assert_eq!(state["floor"], 1, "{state}");
 }
 
 /// Scenario 4: v2's kernel panics; after its tries the loader falls back.

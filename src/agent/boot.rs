@@ -188,6 +188,11 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
                 }
             }
             esp.unmount()?;
+            if ledger.persistent
+                && let Err(e) = super::discoverable::reconcile(&dev.params, booted)
+            {
+                emit("warning", &[("reason", json!(format!("{e:#}")))]);
+            }
             emit(
                 "committed",
                 &[

@@ -103,6 +103,8 @@ fault_points! {
         "An interrupted install's slot was taken out of the boot order; the state still says `installing`.",
     CommitAfterSaved = "commit.after_saved":
         "The commit (and the raised floor) was saved; nothing else happened yet.",
+    DpsAfterBackup = "commit.dps_after_backup":
+        "After a healthy boot: the backup GPT with the slots' no-auto bits for the committed slot is written and synced; the primary still has the old bits.",
     GrowAfterBackup = "grow.after_backup":
         "Growing /data on a larger disk: the new backup GPT is at the end of the disk and synced; the primary still describes the old size.",
 }

@@ -412,7 +412,12 @@ fn seal_slot(
     };
     let want = signed.slot(target);
     let sealed = crate::slot_image::seal(&part.dev, 0, part.size, rootfs.size, target, want.salt)
-        .with_context(|| format!("writing slot {target}'s hash tree to {}", part.dev.display()))?;
+        .with_context(|| {
+        format!(
+            "writing slot {target}'s hash tree to {}",
+            part.dev.display()
+        )
+    })?;
     ensure!(
         sealed == want,
         "slot {target}'s root hash {} differs from the signed manifest's {}",

@@ -7,6 +7,7 @@ pub mod boot;
 pub mod cmdline;
 pub mod config;
 pub mod delta;
+pub mod discoverable;
 pub mod events;
 pub mod fault;
 pub mod grow;

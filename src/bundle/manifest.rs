@@ -523,11 +523,26 @@ mod tests {
         );
         assert_eq!(Manifest::parse(&b).unwrap(), m);
         for (bad, why) in [
-            (s.replace("\"data_blocks\":256", "\"data_blocks\":255"), "covers 255 blocks"),
-            (s.replace("\"hash_offset\":1048576", "\"hash_offset\":4096"), "hash_offset 4096"),
-            (s.replace("\"hash_offset\":1048576", "\"hash_offset\":1048577"), "hash_offset 1048577"),
-            (s.replace("\"name\":\"rootfs\"", "\"name\":\"kernel\""), "only the rootfs"),
-            (s.replace(",\"salt\"", ",\"extra\":1,\"salt\""), "unknown field"),
+            (
+                s.replace("\"data_blocks\":256", "\"data_blocks\":255"),
+                "covers 255 blocks",
+            ),
+            (
+                s.replace("\"hash_offset\":1048576", "\"hash_offset\":4096"),
+                "hash_offset 4096",
+            ),
+            (
+                s.replace("\"hash_offset\":1048576", "\"hash_offset\":1048577"),
+                "hash_offset 1048577",
+            ),
+            (
+                s.replace("\"name\":\"rootfs\"", "\"name\":\"kernel\""),
+                "only the rootfs",
+            ),
+            (
+                s.replace(",\"salt\"", ",\"extra\":1,\"salt\""),
+                "unknown field",
+            ),
         ] {
             let e = Manifest::parse(bad.as_bytes()).unwrap_err().to_string();
             assert!(e.contains(why), "{e}");

@@ -84,6 +84,8 @@ struct ArtifactJson<'a> {
     chunks: u64,
     holes: u64,
     compressed_size: u64,
+    /// The slot image's signed dm-verity parameters (the rootfs), or null.
+    verity: Option<crate::bundle::manifest::ArtifactVerity>,
 }
 
 #[derive(Serialize)]
@@ -173,6 +175,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
                 chunks: a.chunks.len() as u64,
                 holes: a.holes(),
                 compressed_size: a.compressed_size(),
+                verity: a.verity,
             })
             .collect(),
     };
@@ -204,6 +207,12 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
             "artifact          {}: {} bytes, sha256 {}, {} chunks of {} bytes ({} holes), {} bytes compressed",
             a.name, a.size, a.sha256, a.chunks, a.chunk_size, a.holes, a.compressed_size
         );
+        if let Some(v) = &a.verity {
+            println!(
+                "verity            {}: root hash A {}, B {}, salt {}, {} data blocks, tree at byte {}",
+                a.name, v.root_hash_a, v.root_hash_b, v.salt, v.data_blocks, v.hash_offset
+            );
+        }
     }
     Ok(())
 }

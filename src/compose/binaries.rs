@@ -176,7 +176,10 @@ mod tests {
         let data = std::fs::read(&exe).unwrap();
         let stripped = Elf::parse(&data).unwrap().stripped();
         assert!(stripped.len() < data.len(), "nothing stripped");
-        assert_eq!(Elf::parse(&stripped).unwrap().section(".text").unwrap(), None);
+        assert_eq!(
+            Elf::parse(&stripped).unwrap().section(".text").unwrap(),
+            None
+        );
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("t");
         std::fs::write(&p, &stripped).unwrap();

@@ -41,7 +41,13 @@ pub fn layout(recipe: &Recipe, ids: &DiskIds) -> Result<gpt::DiskLayout, gpt::Gp
         type_guid: ty,
         guid: guid.parse().ok(),
         size: gpt::PartitionSize::Fixed(size),
-        attributes: 0,
+        // Slots are read-only; slot A is committed, so DPS tools
+        // (systemd-dissect) pick it, not B.
+        attributes: match name {
+            "root-a" => gpt::attributes::READ_ONLY,
+            "root-b" => gpt::attributes::READ_ONLY | gpt::attributes::NO_AUTO,
+            _ => 0,
+        },
     };
     let specs = [
         part("esp", gpt::types::ESP, &ids.esp, d.esp),
@@ -141,7 +147,9 @@ pub fn write_disk(path: &Path, inputs: &DiskInputs<'_>) -> Result<(), ComposeErr
             slot,
             inputs.verity.salt.0,
         )
-        .map_err(|e| ComposeError::Other(format!("sealing slot {slot} of {}: {e}", path.display())))?;
+        .map_err(|e| {
+            ComposeError::Other(format!("sealing slot {slot} of {}: {e}", path.display()))
+        })?;
         if sealed != inputs.verity.slot(slot) {
             return Err(ComposeError::Other(format!(
                 "slot {slot}'s root hash {} differs from the one computed for its boot entry",

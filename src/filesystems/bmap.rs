@@ -4,7 +4,7 @@
 //!
 //! A block is mapped unless its content cannot matter: blocks an ext4
 //! filesystem's block bitmaps call free, and the tail of a partition past
-//! its filesystem. Everything else is mapped, including all-zero blocks
+//! its filesystem (for a root slot: past the dm-verity tree that follows it). Everything else is mapped, including all-zero blocks
 //! that are holes in disk.img: slate's writers leave zero blocks unwritten
 //! (inode tables, zero runs inside files), and on a used device those must
 //! still read as zero. Partitions that are not ext4 (the ESP) and the GPT
@@ -16,6 +16,9 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+
+/// Partition types whose filesystem is followed by a hash tree (docs/verity.md).
+const ROOT_TYPES: [gpt::Guid; 2] = [gpt::types::ROOT_X86_64, gpt::types::ROOT_ARM64];
 
 /// The bmap block size.
 pub const BLOCK: u64 = 4096;
@@ -45,13 +48,13 @@ fn mark(map: &mut [bool], start: u64, end: u64) {
     }
 }
 
-/// Marks the blocks an ext4 filesystem at `offset` uses; `false` if there
-/// is no ext4 superblock there.
-fn mark_ext4(file: &File, offset: u64, part_len: u64, map: &mut [bool]) -> io::Result<bool> {
+/// Marks the blocks an ext4 filesystem at `offset` uses; its size in
+/// bytes, or `None` if there is no ext4 superblock there.
+fn mark_ext4(file: &File, offset: u64, part_len: u64, map: &mut [bool]) -> io::Result<Option<u64>> {
     let mut sb = vec![0u8; 1024];
     file.read_exact_at(&mut sb, offset + 1024)?;
     if u16_at(&sb, 0x38) != 0xEF53 {
-        return Ok(false);
+        return Ok(None);
     }
     let log = u32_at(&sb, 0x18);
     if log > 6 {
@@ -99,7 +102,7 @@ fn mark_ext4(file: &File, offset: u64, part_len: u64, map: &mut [bool]) -> io::R
     }
     // Block 0 (boot block / superblock padding) when blocks are 1 KiB.
     mark(map, offset, offset + 2048);
-    Ok(true)
+    Ok(Some(blocks * bs))
 }
 
 /// The mapped blocks of `disk` (one flag per [`BLOCK`]).
@@ -120,8 +123,14 @@ pub fn mapped_blocks(disk: &Path) -> io::Result<Vec<bool>> {
     mark(&mut map, pos, size);
     for p in &parts {
         let (off, len) = (p.offset(ss), p.size(ss));
-        if !mark_ext4(&file, off, len, &mut map)? {
-            mark(&mut map, off, off + len);
+        match mark_ext4(&file, off, len, &mut map)? {
+            None => mark(&mut map, off, off + len),
+            // A root slot's dm-verity tree follows its filesystem.
+            Some(fs) if ROOT_TYPES.contains(&p.type_guid) && fs % BLOCK == 0 => {
+                let tree = crate::verity::tree_len(fs / BLOCK);
+                mark(&mut map, off + fs, off + (fs + tree).min(len));
+            }
+            Some(_) => {}
         }
     }
     Ok(map)

@@ -21,7 +21,7 @@ mod guid;
 mod layout;
 mod reader;
 
-pub use grow::{GrowDevice, GrowError, GrowPlan, plan_grow};
+pub use grow::{GrowDevice, GrowError, GrowPlan, plan_attributes, plan_grow};
 pub use guid::{Guid, ParseGuidError};
 pub use layout::plan_disk;
 pub use reader::{Corruption, GptTable, PartitionInfo, read_partitions, read_table};

@@ -153,10 +153,7 @@ pub fn device_number(path: &Path) -> io::Result<(u32, u32)> {
             format!("stat {}: {e}", path.display()),
         )
     })?;
-    Ok((
-        rustix::fs::major(st.st_rdev),
-        rustix::fs::minor(st.st_rdev),
-    ))
+    Ok((rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev)))
 }
 
 /// Opens `name` as a read-only dm-verity device over `data` (a slot

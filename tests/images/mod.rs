@@ -323,3 +323,94 @@ pub fn assert_valid_spdx(tool: &Path, path: &Path) {
         String::from_utf8_lossy(&v.stderr)
     );
 }
+
+/// The dm-verity parameters the build in `build` recorded for its rootfs.
+pub fn build_verity(build: &Path) -> serde_json::Value {
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(build.join("manifest.json")).unwrap()).unwrap();
+    let v = m["artifacts"][0]["verity"].clone();
+    assert!(
+        v.is_object(),
+        "{}: no verity for the rootfs: {m}",
+        build.display()
+    );
+    v
+}
+
+/// `veritysetup verify` (Debian's cryptsetup-bin, an independent reader)
+/// of partition `n` (2: slot A, 3: slot B) of `disk`, with the tree after
+/// the data and the root hash `build` recorded for that slot. `Err` holds
+/// veritysetup's output.
+pub fn veritysetup_verify(disk: &Path, n: u32, build: &Path, scratch: &Path) -> Result<(), String> {
+    let v = build_verity(build);
+    let root = &v[if n == 2 { "root_hash_a" } else { "root_hash_b" }];
+    let blocks = v["data_blocks"].as_u64().unwrap();
+    let (off, _) = partition_range(disk, n);
+    let len = v["hash_offset"].as_u64().unwrap() + slate::verity::tree_len(blocks);
+    let slot = scratch.with_extension(format!("slot{n}"));
+    run_ok(
+        Command::new("dd")
+            .arg(format!("if={}", disk.display()))
+            .arg(format!("of={}", slot.display()))
+            .args(["bs=1M", "iflag=skip_bytes,count_bytes", "status=none"])
+            .arg(format!("skip={off}"))
+            .arg(format!("count={len}")),
+    );
+    let out = Command::new("veritysetup")
+        .args(["verify", "--no-superblock"])
+        .arg(format!("--data-blocks={blocks}"))
+        .arg(format!("--hash-offset={}", v["hash_offset"]))
+        .arg(format!("--salt={}", v["salt"].as_str().unwrap()))
+        .arg(&slot)
+        .arg(&slot)
+        .arg(root.as_str().unwrap())
+        .output()
+        .expect("veritysetup (cryptsetup-bin) runs");
+    let _ = std::fs::remove_file(&slot);
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// The label of the partition `systemd-dissect` (systemd-container, an
+/// independent reader of the Discoverable Partitions Specification) takes as
+/// the root of `disk`, and whether it would mount it read-only.
+pub fn dissected_root(disk: &Path) -> (String, bool) {
+    let out = run_ok(
+        Command::new("systemd-dissect")
+            .arg("--json=short")
+            .arg(disk),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let root = v["mounts"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["designator"] == "root"))
+        .unwrap_or_else(|| panic!("systemd-dissect found no root in {}: {v}", disk.display()));
+    (
+        root["partition_label"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        root["rw"] == "ro",
+    )
+}
+
+/// Flips one bit (0x10) of the byte at `offset` of `path`.
+pub fn flip_bit(path: &Path, offset: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, offset).unwrap();
+    b[0] ^= 0x10;
+    f.write_all_at(&b, offset).unwrap();
+}

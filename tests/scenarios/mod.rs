@@ -7,6 +7,8 @@ use super::images;
 use images::{
     Recipe, bundle, copy_disk, extract_partition, keygen, partition_range, run_ok, sha256_range,
 };
+#[allow(unused_imports)]
+pub use images::{build_verity, flip_bit, veritysetup_verify};
 use slate::qemu::{QemuOptions, QemuOutcome, run};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -356,19 +358,6 @@ echo "SLATE-EVENT {\\"event\\":\\"filled\\"}"
     )
 }
 
-pub fn flip_bit(path: &Path, offset: u64) {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut b = [0u8; 1];
-    f.read_exact_at(&mut b, offset).unwrap();
-    b[0] ^= 0x10;
-    f.write_all_at(&b, offset).unwrap();
-}
-
 /// Boots `disk`, waiting for `expect` in order.
 pub fn boot(
     disk: &Path,
@@ -687,7 +676,7 @@ pub fn phases_after_cut(point: slate::agent::fault::FaultPoint) -> &'static [&'s
         | AfterSeal | AfterSlotManifest | AfterTrialEntry => &["installing"],
         AfterInstalled | TrialBeforeVerdict | TrialAfterMarkGood => &["installed"],
         TrialAfterFailedSaved | TrialAfterMarkBad | RollbackAfterDisable => &["failed"],
-        RollbackAfterSaved | CommitAfterSaved => &["idle"],
+        RollbackAfterSaved | CommitAfterSaved | DpsAfterBackup => &["idle"],
         AbandonAfterDisable => &["installing"],
         GrowAfterBackup => &["idle"],
     }
@@ -738,13 +727,27 @@ pub fn check_after_cut(
     assert_eq!(state["floor"], floor, "{ctx}: {state}");
 }
 
-/// Partition `n` of `disk` starts with `rootfs`'s bytes.
+/// Partition `n` (2: slot A, 3: slot B) of `disk` starts with `rootfs`'s
+/// bytes as that slot holds them: slot B's superblock copies carry its own
+/// filesystem UUID (`slot_image::identity_patches`).
 pub fn assert_slot_holds(disk: &Path, n: u32, rootfs: &Path, ctx: &str) {
-    let len = std::fs::metadata(rootfs).unwrap().len();
+    use std::io::Read;
+    let slot = if n == 2 {
+        slate::boot_env::SlotId::A
+    } else {
+        slate::boot_env::SlotId::B
+    };
+    let mut f = std::fs::File::open(rootfs).unwrap();
+    let patches = slate::slot_image::identity_patches(&mut f, slot).unwrap();
+    let f = std::fs::File::open(rootfs).unwrap();
+    let mut data = Vec::new();
+    slate::io::overlay::Overlay::new(f, &patches)
+        .read_to_end(&mut data)
+        .unwrap();
     assert_eq!(
-        slot_hash(disk, n, len),
-        images::sha256sum(rootfs),
-        "{ctx}: partition {n} does not hold {}",
+        slot_hash(disk, n, data.len() as u64),
+        slate::io::hash::hex(&slate::io::hash::sha256_reader(&data[..]).unwrap().0),
+        "{ctx}: partition {n} does not hold {} as slot {slot} holds it",
         rootfs.display()
     );
 }

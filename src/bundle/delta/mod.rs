@@ -97,7 +97,12 @@ impl SeedIndex {
     /// [`Self::index_artifact`] for a seed whose bytes differ from the
     /// artifact's in the `(offset, len)` ranges of `changed` (a slot's own
     /// filesystem identity): chunks touching them are left out.
-    pub fn index_artifact_except(&mut self, seed: usize, a: &ArtifactEntry, changed: &[(u64, u64)]) {
+    pub fn index_artifact_except(
+        &mut self,
+        seed: usize,
+        a: &ArtifactEntry,
+        changed: &[(u64, u64)],
+    ) {
         for (i, c) in a.chunks.iter().enumerate() {
             let i = i as u64;
             let (start, len) = (i * a.chunk_size, a.chunk_len(i));

@@ -48,7 +48,9 @@ fn le32(b: &[u8], at: usize) -> u32 {
 /// Reads the primary superblock's UUID.
 pub fn read_uuid(dev: &mut (impl Read + Seek)) -> Result<[u8; 16], IdentityError> {
     let sb = read_superblock(dev, OFFSET)?;
-    Ok(sb[UUID_OFFSET..UUID_OFFSET + 16].try_into().unwrap_or([0; 16]))
+    Ok(sb[UUID_OFFSET..UUID_OFFSET + 16]
+        .try_into()
+        .unwrap_or([0; 16]))
 }
 
 fn read_superblock(dev: &mut (impl Read + Seek), at: u64) -> Result<Vec<u8>, IdentityError> {
@@ -114,7 +116,9 @@ fn copy_offsets(sb: &[u8]) -> Result<Vec<u64>, IdentityError> {
         }
         v
     } else {
-        (0..groups).filter(|&g| !sparse || sparse_has_copy(g)).collect()
+        (0..groups)
+            .filter(|&g| !sparse || sparse_has_copy(g))
+            .collect()
     };
     Ok(with_copy
         .into_iter()

@@ -36,10 +36,10 @@ mod superblock;
 mod write;
 mod xattr;
 
+pub use identity::{IdentityError, SuperblockPatch, read_uuid, uuid_patches};
 pub use layout::{
     Ext4Layout, LAYOUT_FORMAT, LAYOUT_VERSION, LayoutError, LayoutGroup, LayoutInode, LayoutXattr,
 };
-pub use identity::{IdentityError, SuperblockPatch, read_uuid, uuid_patches};
 pub use probe::{Ext4Size, ProbeError, read_size};
 
 use crate::progress::Progress;

@@ -27,7 +27,7 @@
 //! reader does not model (revision, reserved fields, names, attributes) is
 //! kept exactly.
 
-use super::reader::{Header, RawTable, read_raw};
+use super::reader::{Header, RawTable, read_copy, read_raw};
 use super::{GptError, Guid, PartitionInfo};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -95,7 +95,8 @@ pub enum GrowError {
     Geometry(String),
 }
 
-/// A rewritten table, ready to be written; see the module documentation.
+/// A rewritten table, ready to be written; see the module documentation
+/// (also made by [`plan_attributes`], which changes attribute bits only).
 #[derive(Debug, Clone)]
 pub struct GrowPlan {
     sector: u64,
@@ -344,6 +345,71 @@ fn restore_primary(
         old_last_lba: part.last_lba,
         partition: part,
     })
+}
+
+/// Works out the table whose partitions have the attribute bits `want`
+/// gives each (names, bounds, GUIDs and everything else kept), written with
+/// the same steps as a grow: backup first, a barrier, then the primary.
+/// `Ok(None)` when both copies already have them. A damaged primary next to
+/// a valid backup (a cut inside [`GrowPlan::write_primary`]) is restored
+/// from the backup with the bits applied; a backup that differs from a
+/// valid primary (a cut after [`GrowPlan::write_backup`]) is rewritten.
+pub fn plan_attributes(
+    dev: &mut (impl Read + Seek),
+    want: &dyn Fn(&PartitionInfo) -> u64,
+) -> Result<Option<GrowPlan>, GrowError> {
+    let raw = read_raw(dev)?;
+    let sector = raw.table.sector_size;
+    let total = raw.device_len / sector;
+    let h = &raw.header;
+    let esize = h.entry_size as usize;
+    let mut entries = raw.entries.clone();
+    for p in &raw.table.partitions {
+        let at = (p.number as usize - 1) * esize + 48;
+        entries[at..at + 8].copy_from_slice(&want(p).to_le_bytes());
+    }
+    let entry_sectors = h.entries_bytes().div_ceil(sector);
+    let (backup_lba, primary_entries_lba, backup_entries_lba) = if raw.table.from_backup {
+        if 2 + entry_sectors > h.first_usable {
+            return Err(GrowError::Geometry(format!(
+                "{entry_sectors} sectors of entries do not fit before the first usable sector {}",
+                h.first_usable
+            )));
+        }
+        (h.my_lba, 2, h.entries_lba)
+    } else {
+        let backup = h.alternate_lba;
+        if backup >= total || backup <= h.last_usable + entry_sectors {
+            return Err(GrowError::Geometry(format!(
+                "the backup header at sector {backup} leaves no room for its entries"
+            )));
+        }
+        let same = entries == raw.entries
+            && read_copy(dev, backup, sector, total).is_some_and(|b| b == entries);
+        if same {
+            return Ok(None);
+        }
+        (backup, h.entries_lba, backup - entry_sectors)
+    };
+    let part = raw
+        .table
+        .partitions
+        .first()
+        .cloned()
+        .ok_or_else(|| GrowError::Geometry("the table has no partitions".into()))?;
+    Ok(Some(GrowPlan {
+        sector,
+        total: backup_lba + 1,
+        template: h.raw.clone(),
+        entries,
+        last_usable: h.last_usable,
+        primary_entries_lba,
+        backup_entries_lba,
+        write_backup: true,
+        stale_backup: None,
+        old_last_lba: part.last_lba,
+        partition: part,
+    }))
 }
 
 #[cfg(test)]

@@ -204,6 +204,20 @@ pub(super) fn read_raw(dev: &mut (impl Read + Seek)) -> Result<RawTable, GptErro
     Err(GptError::Corrupt(first_failure.expect("two attempts ran")))
 }
 
+/// The entry array of the table copy whose header is at `lba`, if that
+/// copy is valid (header and entry CRCs).
+pub(super) fn read_copy(
+    dev: &mut (impl Read + Seek),
+    lba: u64,
+    sector: u64,
+    total: u64,
+) -> Option<Vec<u8>> {
+    let h = read_header(dev, lba, sector, total).ok()?;
+    read_entries(dev, &h, sector, total)
+        .ok()
+        .map(|(_, arr)| arr)
+}
+
 /// The used partitions of `dev`'s table; see [`read_table`].
 pub fn read_partitions(dev: &mut (impl Read + Seek)) -> Result<Vec<PartitionInfo>, GptError> {
     Ok(read_table(dev)?.partitions)

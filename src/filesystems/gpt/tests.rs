@@ -277,6 +277,70 @@ fn written_table_reads_back_and_survives_a_damaged_primary() {
     assert!(e.contains("backup header: header CRC mismatch"), "{e}");
 }
 
+/// Attribute changes: backup first, then primary; a cut between them or
+/// inside the primary is finished by planning again; both copies end equal.
+#[test]
+fn attribute_changes_survive_a_cut_between_the_copies() {
+    let l = plan_disk(&standard(), &opts()).unwrap();
+    let (_d, mut f) = disk_with_table(&l);
+    // Slot B committed: A gets no-auto, B loses it.
+    let want = |p: &PartitionInfo| match p.name.as_str() {
+        "root-a" => p.attributes | attributes::NO_AUTO,
+        "root-b" => p.attributes & !attributes::NO_AUTO,
+        _ => p.attributes,
+    };
+    let attrs = |f: &mut std::fs::File| -> Vec<u64> {
+        read_table(f)
+            .unwrap()
+            .partitions
+            .iter()
+            .map(|p| p.attributes)
+            .collect()
+    };
+    let before = attrs(&mut f);
+    let plan = plan_attributes(&mut f, &want).unwrap().unwrap();
+    plan.write_backup(&mut f).unwrap();
+    // Cut: the primary is still the old table, and valid.
+    assert_eq!(attrs(&mut f), before);
+    let plan = plan_attributes(&mut f, &want).unwrap().unwrap();
+    plan.write_backup(&mut f).unwrap();
+    // Cut inside the primary: its entries written, its header not.
+    let total = l.size.get() / SECTOR;
+    let mut entries = vec![0u8; 128 * 128];
+    f.seek(SeekFrom::Start((total - 33) * SECTOR)).unwrap();
+    std::io::Read::read_exact(&mut f, &mut entries).unwrap();
+    f.seek(SeekFrom::Start(2 * SECTOR)).unwrap();
+    f.write_all(&entries).unwrap();
+    assert!(read_table(&mut f).unwrap().from_backup);
+    let plan = plan_attributes(&mut f, &want).unwrap().unwrap();
+    plan.write_backup(&mut f).unwrap();
+    plan.write_primary(&mut f).unwrap();
+    let t = read_table(&mut f).unwrap();
+    assert!(!t.from_backup);
+    let after: Vec<u64> = t.partitions.iter().map(|p| p.attributes).collect();
+    assert_eq!(after[1], attributes::READ_ONLY | attributes::NO_AUTO);
+    assert_eq!(after[2], attributes::READ_ONLY);
+    assert_eq!((after[0], after[3]), (before[0], before[3]));
+    assert!(plan_attributes(&mut f, &want).unwrap().is_none());
+    // Everything else is as written.
+    let mut e = expected(&l);
+    e[1].attributes = after[1];
+    e[2].attributes = after[2];
+    assert_eq!(t.partitions, e);
+    // A stale backup next to a valid primary is rewritten.
+    let back = |p: &PartitionInfo| match p.name.as_str() {
+        "root-a" => p.attributes & !attributes::NO_AUTO,
+        "root-b" => p.attributes | attributes::NO_AUTO,
+        _ => p.attributes,
+    };
+    plan_attributes(&mut f, &back)
+        .unwrap()
+        .unwrap()
+        .write_backup(&mut f)
+        .unwrap();
+    assert!(plan_attributes(&mut f, &want).unwrap().is_some());
+}
+
 #[test]
 fn reader_handles_a_disk_grown_after_writing() {
     // An image written to a bigger device: the backup is no longer at the end.
