@@ -12,7 +12,6 @@
 mod images;
 mod scenarios;
 
-use images::partition_range;
 use scenarios::*;
 use slate::qemu::{ExitReason, KillAfter, QemuOptions, QemuOutcome, run};
 use std::collections::BTreeMap;
