@@ -29,7 +29,7 @@ fn tool_ok(program: &str, args: &[&str], path: &Path) -> String {
 
 #[test]
 fn disk_is_valid_per_sgdisk_fsck_and_e2fsck() {
-    if !images::have_apt("disk_is_valid") {
+    if !images::have_apt("disk_is_valid") || !images::have_validators("disk_is_valid") {
         return;
     }
     let d = tempfile::tempdir().unwrap();

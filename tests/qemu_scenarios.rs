@@ -380,7 +380,8 @@ fn userspace_hang_is_reset_by_the_watchdog() {
 }
 
 /// Scenario 6: tampered, wrongly signed, incompatible and rolled-back
-/// bundles are rejected; slot B is not touched and nothing reboots.
+/// bundles are rejected, and so is one without dm-verity root hashes (the
+/// device boots verified roots); slot B is not touched and nothing reboots.
 #[test]
 fn bad_bundles_are_rejected_and_leave_the_slot_untouched() {
     if skip("bad_bundles") {
@@ -398,6 +399,7 @@ fn bad_bundles_are_rejected_and_leave_the_slot_untouched() {
         f.bundle("v2-wrongkey"),
         f.bundle("v2-compat"),
         f.bundle("v2-lowsv"),
+        f.bundle("v2-noverity"),
     ];
     let refs: Vec<&Path> = bundles.iter().map(|p| p.as_path()).collect();
     let o = boot(
@@ -408,12 +410,13 @@ fn bad_bundles_are_rejected_and_leave_the_slot_untouched() {
             "rejected",
             "rejected",
             "rejected",
+            "rejected",
         ],
         &refs,
         240,
         &log,
     );
-    assert_met(&o, "four bad bundles");
+    assert_met(&o, "five bad bundles");
     let reasons: Vec<String> = events(&o, "rejected")
         .iter()
         .map(|e| e["reason"].as_str().unwrap_or_default().to_string())
@@ -423,6 +426,7 @@ fn bad_bundles_are_rejected_and_leave_the_slot_untouched() {
         "trusted key",
         "some-other-board",
         "below this device's floor",
+        "this device boots verified roots only",
     ];
     for (reason, want) in reasons.iter().zip(wanted) {
         assert!(

@@ -42,6 +42,13 @@ pub fn have_qemu(test: &str) -> bool {
     ok
 }
 
+/// Whether the independent readers the image checks use are installed:
+/// veritysetup (cryptsetup-bin), systemd-dissect (systemd-container),
+/// blkid and sgdisk (prints why not).
+pub fn have_validators(test: &str) -> bool {
+    !shared::skip_without(test, &["veritysetup", "systemd-dissect", "blkid", "sgdisk"])
+}
+
 /// Whether a Debian mirror is reachable through apt (prints why not).
 pub fn have_apt(test: &str) -> bool {
     let ok = Path::new("/usr/bin/apt-get").exists()

@@ -181,7 +181,7 @@ impl Fixtures {
             return p.clone();
         }
         let image = self.image(match name {
-            "v2-wrongkey" | "v2-tampered" | "v2-twosig" => "v2",
+            "v2-wrongkey" | "v2-tampered" | "v2-twosig" | "v2-noverity" => "v2",
             n => n,
         });
         let out = self.dir.path().join(format!("{name}.bundle"));
@@ -201,6 +201,22 @@ impl Fixtures {
                         .arg("-o")
                         .arg(&out),
                 );
+            }
+            // v2 as a build without dm-verity parameters would bundle it.
+            "v2-noverity" => {
+                let dir = self.dir.path().join("v2-noverity");
+                std::fs::create_dir_all(&dir).unwrap();
+                for e in std::fs::read_dir(&image).unwrap() {
+                    let e = e.unwrap();
+                    std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+                }
+                let mpath = dir.join("manifest.json");
+                let mut m: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
+                let rootfs = m["artifacts"][0].as_object_mut().unwrap();
+                assert!(rootfs.remove("verity").is_some(), "v2 has no verity");
+                std::fs::write(&mpath, serde_json::to_string_pretty(&m).unwrap()).unwrap();
+                bundle(&dir, &self.key, &out);
             }
             "v2-tampered" => {
                 let good = self.bundle("v2");
@@ -425,7 +441,7 @@ pub fn app_boots(o: &QemuOutcome) -> Vec<u64> {
 }
 
 pub fn skip(test: &str) -> bool {
-    !images::have_qemu(test) || !images::have_apt(test)
+    !images::have_qemu(test) || !images::have_apt(test) || !images::have_validators(test)
 }
 
 /// A copy of the data partition as the kernel would mount it after a power
