@@ -8,7 +8,8 @@ export LC_ALL=C TZ=UTC
 
 # Debian packages the tests use as independent checkers and as the VM.
 PACKAGES=(qemu-system-x86 ovmf e2fsprogs dosfstools mtools gdisk openssl zstd cpio util-linux python3 man-db bash bmap-tools dmsetup
-    apt-utils gpg python3-venv openssh-client iproute2 nginx cryptsetup-bin systemd-container)
+    apt-utils gpg python3-venv openssh-client iproute2 nginx cryptsetup-bin systemd-container
+    systemd-boot-efi binutils sbsigntool)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

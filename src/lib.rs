@@ -32,6 +32,7 @@ pub mod reproducible;
 pub mod sbom;
 pub mod slot_image;
 pub mod tree;
+pub mod uki;
 pub mod units;
 pub mod verity;
 pub mod version;
