@@ -320,6 +320,19 @@ fn bad_recipes_fail_with_one_line_naming_the_field() {
     };
     let e = failing_build(d.path(), "small", &small.toml());
     assert!(e.contains("small.toml:") && e.contains("disk.slot"), "{e}");
+    // A filesystem as large as the slot leaves no room for its hash tree.
+    let exact = Recipe {
+        slot: "64M".into(),
+        ..good.clone()
+    }
+    .toml()
+    .replacen("[rootfs]\n", "[rootfs]\nsize = \"64M\"\n", 1);
+    assert!(exact.contains("size = \"64M\""), "{exact}");
+    let e = failing_build(d.path(), "notree", &exact);
+    assert!(
+        e.contains("notree.toml:") && e.contains("disk.slot") && e.contains("hash tree"),
+        "{e}"
+    );
 
     let unknown_key = good.toml().replace("[disk]", "[disk]\nslots = 3");
     let e = failing_build(d.path(), "unknownkey", &unknown_key);

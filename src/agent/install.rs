@@ -809,6 +809,44 @@ mod tests {
         bundle::Manifest::parse(&serde_json::to_vec(&json).unwrap()).unwrap()
     }
 
+    /// A rootfs of `blocks` 4 KiB blocks, with or without verity parameters.
+    fn rootfs_manifest(blocks: u64, verity: bool) -> bundle::Manifest {
+        let mut m = manifest("2.0.0", "c", 2, &["rootfs"]);
+        let a = &mut m.artifacts[0];
+        a.size = blocks * 4096;
+        a.chunk_size = 1 << 24;
+        a.verity = verity.then(|| crate::bundle::manifest::ArtifactVerity {
+            data_blocks: blocks,
+            hash_offset: blocks * 4096,
+            root_hash_a: Default::default(),
+            root_hash_b: Default::default(),
+            salt: Default::default(),
+        });
+        m
+    }
+
+    #[test]
+    fn slot_must_hold_the_image_and_its_tree() {
+        let part = |size| BlockPartition {
+            dev: "/dev/vda3".into(),
+            disk: "/dev/vda".into(),
+            name: "root-b".into(),
+            guid: "g".into(),
+            size,
+        };
+        // 256 data blocks need 3 hash blocks (2 for their digests, 1 above).
+        let need = (256 + 3) * 4096;
+        let m = rootfs_manifest(256, true);
+        assert!(check_slot_fit(&m, true, SlotId::B, &part(need)).is_ok());
+        let e = check_slot_fit(&m, true, SlotId::B, &part(256 * 4096)).unwrap_err();
+        assert!(e.contains("with its hash tree) does not fit slot B"), "{e}");
+        // Without verity: only a device that does not verify its root takes it.
+        let plain = rootfs_manifest(256, false);
+        assert!(check_slot_fit(&plain, false, SlotId::B, &part(256 * 4096)).is_ok());
+        let e = check_slot_fit(&plain, true, SlotId::B, &part(need)).unwrap_err();
+        assert!(e.contains("boots verified roots only"), "{e}");
+    }
+
     #[test]
     fn device_checks() {
         let all = REQUIRED_ARTIFACTS;
