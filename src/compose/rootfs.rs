@@ -306,14 +306,9 @@ pub fn rootfs_tree(recipe: &Recipe, inputs: &RootfsInputs<'_>) -> Result<Tree, C
 
     super::runtime::add_files(recipe, &mut tree, mtime)?;
 
-    binaries::add_binary(
-        &mut tree,
-        inputs.agent,
-        AGENT_PATH,
-        0o755,
-        Strip::Executable,
-    )
-    .map_err(|e| ComposeError::Other(format!("embedding the agent: {e}")))?;
+    // As it is: the SBOM names it by its host path and digest.
+    binaries::add_binary(&mut tree, inputs.agent, AGENT_PATH, 0o755, Strip::No)
+        .map_err(|e| ComposeError::Other(format!("embedding the agent: {e}")))?;
 
     for (i, b) in recipe.rootfs.binaries.iter().enumerate() {
         let dest = b.to_string_lossy().into_owned();
