@@ -2,9 +2,11 @@
 # Verified boot's cost at boot (issue 13): power-on -> `committed` on slot A
 # for slate's image as built (root opened through dm-verity by the
 # initramfs), side by side with the same disk whose boot entries lack
-# `slate.verity=` (the initramfs then mounts the slot directly). Runs are
-# interleaved so a busy machine slows both columns alike; the medians and the
-# ratio verity / plain are printed (goal <= 1.05).
+# `slate.verity=` (the initramfs then mounts the slot directly), and with the
+# same recipe built with `[kernel] uki = true` (each slot boots a unified
+# kernel image with the verity parameters embedded). Runs are interleaved so
+# a busy machine slows every column alike; the medians and the ratios to the
+# plain disk are printed (goal <= 1.05).
 #
 #   scripts/bench-boot-verity.sh [N]     (default N=5; SLATE=BIN skips cargo,
 #                                         SLATE_IMAGE=disk.img skips the build)
@@ -32,6 +34,13 @@ if [ -z "$image" ]; then
     "$SLATE" build recipes/minimal.toml --out-dir "$work/build" -q >/dev/null
     image=$work/build/disk.img
 fi
+# The same recipe with unified kernel images (its lock beside it).
+sed -E -e 's|^modules = (.*)$|modules = \1\nuki = true|' \
+    -e "s|\"\\.\\./keys/dev\\.pub\"|\"$PWD/keys/dev.pub\"|" recipes/minimal.toml >"$work/minimal.toml"
+grep -q '^uki = true' "$work/minimal.toml" || die "could not add uki = true to recipes/minimal.toml"
+cp recipes/minimal.lock "$work/minimal.lock"
+"$SLATE" build "$work/minimal.toml" --out-dir "$work/build-uki" -q >/dev/null
+cp --sparse=always "$work/build-uki/disk.img" "$work/uki.img"
 cp --sparse=always "$image" "$work/verity.img"
 cp --sparse=always "$image" "$work/plain.img"
 
@@ -59,7 +68,10 @@ committed_t() {
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 : >"$work/verity.times"
 : >"$work/plain.times"
+: >"$work/uki.times"
 for _ in $(seq "$runs"); do
+    committed_t "$work/uki.img" >>"$work/uki.times"
+    grep -q '"verity":"[0-9a-f]\{64\}"' "$work/booted.json" || die "the UKI image booted without verity"
     committed_t "$work/verity.img" >>"$work/verity.times"
     grep -q '"verity":"[0-9a-f]\{64\}"' "$work/booted.json" || die "the verified image booted without verity"
     committed_t "$work/plain.img" >>"$work/plain.times"
@@ -67,7 +79,10 @@ for _ in $(seq "$runs"); do
 done
 v=$(median <"$work/verity.times")
 p=$(median <"$work/plain.times")
+u=$(median <"$work/uki.times")
 echo "runs: $runs, power-on -> committed:A (median, s)"
-printf 'with dm-verity:     %6.3f\n' "$v"
-printf 'without:            %6.3f\n' "$p"
-printf 'ratio verity/plain: %6.3f (goal <= 1.05)\n' "$(echo "$v / $p" | bc -l)"
+printf 'with dm-verity:         %6.3f\n' "$v"
+printf 'dm-verity + UKI:        %6.3f\n' "$u"
+printf 'without:                %6.3f\n' "$p"
+printf 'ratio verity/plain:     %6.3f (goal <= 1.05)\n' "$(echo "$v / $p" | bc -l)"
+printf 'ratio verity+UKI/plain: %6.3f (goal <= 1.05)\n' "$(echo "$u / $p" | bc -l)"

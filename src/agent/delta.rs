@@ -9,7 +9,7 @@
 
 use super::events::emit;
 use crate::boot_env::SlotId;
-use crate::boot_env::systemd_boot::{initrd_path, kernel_path};
+use crate::boot_env::systemd_boot::{initrd_path, kernel_path, uki_path};
 use crate::bundle::delta::{Seed, SeedIndex};
 use crate::bundle::{ArtifactEntry, Manifest};
 use serde_json::json;
@@ -72,8 +72,8 @@ fn artifact<'m>(m: &'m Manifest, name: &str) -> Option<&'m ArtifactEntry> {
 }
 
 /// What the device may reuse for a bundle with manifest `new`, in the order
-/// `slate diff` models it: the running slot, its kernel and initrd on the
-/// ESP, then the target slot's old content (ahead of the writer only).
+/// `slate diff` models it: the running slot, its kernel and initrd or its
+/// unified kernel image on the ESP, then the target slot's old content (ahead of the writer only).
 /// Seeds described by a stored manifest with `new`'s chunk size are indexed
 /// from it; the others are hashed once here.
 pub struct DeviceSeeds<'a> {
@@ -133,15 +133,17 @@ impl DeviceSeeds<'_> {
                 }
             }
         }
-        for (name, rel) in [
-            ("kernel", kernel_path(booted)),
-            ("initrd", initrd_path(booted)),
+        let own_uki = crate::uki::artifact_name(booted);
+        for (name, label, rel) in [
+            ("kernel", "kernel", kernel_path(booted)),
+            ("initrd", "initrd", initrd_path(booted)),
+            (own_uki.as_str(), "uki", uki_path(booted)),
         ] {
             let path = self.esp.join(rel);
             if !path.exists() {
                 continue;
             }
-            let s = seed(&mut ix, name, &path, false);
+            let s = seed(&mut ix, label, &path, false);
             match usable(&stored, name) {
                 Some(a) => ix.index_artifact(s, &a),
                 None => ix.index_padded_file(s, new, u64::MAX)?,

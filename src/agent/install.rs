@@ -9,8 +9,9 @@
 //! 4. Stream the rootfs into the slot, verifying each chunk before writing
 //!    it (again: the medium could change between passes), then fsync and
 //!    read the whole slot back against the artifact's digest.
-//! 5. Write the slot's kernel and initrd to the ESP (temp + fsync + rename)
-//!    and read them back.
+//! 5. Write the slot's kernel and initrd, or its unified kernel image (whose
+//!    embedded command line must name this device's partitions and the
+//!    signed root hash), to the ESP and read them back.
 //! 6. Only now add the slot's boot entry with a try counter, record
 //!    `Installed`, and reboot.
 //!
@@ -32,8 +33,8 @@ use crate::boot_spec::BootSpec;
 use crate::bundle::delta::Counts;
 use crate::bundle::delta::fetch::{Remote, RemoteHead, fetch_head};
 use crate::bundle::{
-    self, BundleHead, BundleReader, ChunkSink, ChunkSource, DeviceSink, FileSink, TrustedKeys,
-    VerifiedChunk,
+    self, ArtifactHeader, BundleHead, BundleReader, ChunkSink, ChunkSource, DeviceSink, FileSink,
+    TrustedKeys, VerifiedChunk,
 };
 pub use crate::io::source::Source;
 use crate::verity::SlotVerity;
@@ -45,8 +46,22 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-/// Artifacts a bundle must carry, by role.
-pub const REQUIRED_ARTIFACTS: [&str; 4] = ["rootfs", "kernel", "initrd", "boot"];
+/// Artifacts a bundle must carry, by role; besides them either a kernel and
+/// an initrd or both slots' unified kernel images ([`carries_ukis`]).
+pub const REQUIRED_ARTIFACTS: [&str; 2] = ["rootfs", "boot"];
+
+/// Largest embedded command line accepted from a unified kernel image.
+const MAX_UKI_CMDLINE: usize = 64 << 10;
+
+/// Whether the bundle boots its slot from a unified kernel image (it
+/// carries `uki-a` and `uki-b`); its kernel and initrd, if any, go unused.
+pub fn carries_ukis(m: &bundle::Manifest) -> bool {
+    SlotId::ALL.iter().all(|s| {
+        m.artifacts
+            .iter()
+            .any(|a| a.name == crate::uki::artifact_name(*s))
+    })
+}
 
 /// Largest boot.json accepted.
 const MAX_BOOTSPEC: u64 = 64 << 10;
@@ -81,9 +96,21 @@ pub fn check_manifest(
             m.version
         )));
     }
-    for name in REQUIRED_ARTIFACTS {
-        if !m.artifacts.iter().any(|a| a.name == name) {
-            return Err(Rejection(format!("bundle has no {name} artifact")));
+    let boot_files: &[&str] = if carries_ukis(m) {
+        &[]
+    } else {
+        &["kernel", "initrd"]
+    };
+    for name in REQUIRED_ARTIFACTS.iter().chain(boot_files) {
+        if !m.artifacts.iter().any(|a| a.name == *name) {
+            return Err(Rejection(format!(
+                "bundle has no {name} artifact{}",
+                if boot_files.contains(name) {
+                    " (nor unified kernel images uki-a and uki-b)"
+                } else {
+                    ""
+                }
+            )));
         }
     }
     Ok(())
@@ -342,7 +369,9 @@ fn plan(
             }
             .index(&manifest)
             .context("indexing the chunks this device holds")?;
-            let plan = remote.plan(&seeds, &|_| true);
+            // The other slot's unified kernel image is not fetched.
+            let unused = crate::uki::artifact_name(dev.booted);
+            let plan = remote.plan(&seeds, &|n| n != unused);
             let predicted = plan.counts.clone();
             (Box::new(remote.into_reader(seeds, plan)), Some(predicted))
         }
@@ -505,7 +534,21 @@ pub fn install(
         .context("removing the target slot's manifest from /data")?;
     emit_installing(target, &manifest.version, source, delta.as_ref());
 
-    let written = write_artifacts(reader.as_mut(), &part, &mut flow, target).or_else(|e| {
+    let signed_verity = manifest
+        .artifacts
+        .iter()
+        .find(|a| a.name == "rootfs")
+        .and_then(|a| a.verity.as_ref())
+        .map(|v| v.slot(target));
+    let device = DeviceIds {
+        target,
+        root: &part.guid,
+        data: dev.params.data.as_deref(),
+        esp: dev.params.esp.as_deref(),
+        verity: signed_verity.as_ref(),
+        ukis: carries_ukis(&manifest),
+    };
+    let written = write_artifacts(reader.as_mut(), &part, &mut flow, &device).or_else(|e| {
         if delta.is_none() || is_sink_error(&e) {
             return Err(e);
         }
@@ -517,10 +560,10 @@ pub fn install(
             bail!("{source} changed during the install");
         }
         reader = Box::new(stream);
-        write_artifacts(reader.as_mut(), &part, &mut flow, target)
+        write_artifacts(reader.as_mut(), &part, &mut flow, &device)
     });
     let sealed = written.and_then(|b| Ok((b, seal_slot(&manifest, &part, target)?)));
-    let (bootspec, verity) = match sealed {
+    let (Written { bootspec, uki }, verity) = match sealed {
         Ok(b) => b,
         Err(e) => {
             // The slot stays disabled; the running system is untouched. The
@@ -554,15 +597,18 @@ pub fn install(
     let entry = EntrySpec {
         title: format!("{} {} (slot {target})", bootspec.name, bootspec.version),
         version: bootspec.version.clone(),
-        options: cmdline::compose(
-            &bootspec.cmdline,
-            target,
-            &part.guid,
-            &data,
-            &esp_guid,
-            bootspec.watchdog_secs,
-            verity.as_ref(),
-        ),
+        uki: uki.is_some(),
+        options: uki.unwrap_or_else(|| {
+            cmdline::compose(
+                &bootspec.cmdline,
+                target,
+                &part.guid,
+                &data,
+                &esp_guid,
+                bootspec.watchdog_secs,
+                verity.as_ref(),
+            )
+        }),
     };
     flow.try_next(target, dev.config.tries, &entry)?;
     fault::hit(FaultPoint::AfterTrialEntry);
@@ -577,88 +623,122 @@ pub fn install(
     })
 }
 
+/// What the artifacts must agree with on this device.
+struct DeviceIds<'a> {
+    /// The slot being installed.
+    target: SlotId,
+    /// Its partition's GUID.
+    root: &'a str,
+    /// The data partition's and the ESP's GUIDs, as the running slot was told.
+    data: Option<&'a str>,
+    esp: Option<&'a str>,
+    /// The signed dm-verity parameters of the target slot.
+    verity: Option<&'a SlotVerity>,
+    /// The bundle boots the slot from a unified kernel image.
+    ukis: bool,
+}
+
+/// What `write_artifacts` installed besides the slot.
+struct Written {
+    bootspec: BootSpec,
+    /// The unified kernel image's command line, when the slot boots one.
+    uki: Option<String>,
+}
+
+/// Checks a unified kernel image's embedded command line against the device:
+/// it must boot the target slot from this disk's partitions with the signed
+/// root hash (the image is signed as a whole, so it cannot be adjusted here).
+fn check_uki_cmdline(text: &str, want: &DeviceIds<'_>) -> std::result::Result<(), String> {
+    let p = cmdline::parse(text);
+    let target = want.target;
+    if p.slot != Some(target) {
+        return Err(format!("it boots slot {:?}, not slot {target}", p.slot));
+    }
+    let same = |got: &Option<String>, here: Option<&str>, what: &str| match (got, here) {
+        (Some(g), Some(h)) if !g.eq_ignore_ascii_case(h) => Err(format!(
+            "its command line names {what} partition {g}, but this device's is {h} \
+             (the bundle was built from an image with another name)"
+        )),
+        (None, _) => Err(format!("its command line names no {what} partition")),
+        _ => Ok(()),
+    };
+    same(&p.root, Some(want.root), &format!("slot {target}'s root"))?;
+    same(&p.data, want.data, "data")?;
+    same(&p.esp, want.esp, "EFI system")?;
+    if p.verity.as_ref() != want.verity {
+        return Err("its dm-verity parameters differ from the signed manifest's".into());
+    }
+    Ok(())
+}
+
 /// Steps 4 and 5: stream every artifact to its place, verified, and read back.
 fn write_artifacts(
     reader: &mut dyn ChunkSource,
     part: &BlockPartition,
     flow: &mut SystemdBoot,
-    target: SlotId,
-) -> Result<BootSpec> {
+    device: &DeviceIds<'_>,
+) -> Result<Written> {
+    let target = device.target;
     let spool_dir = PathBuf::from("/run/slate/spool");
     std::fs::create_dir_all(&spool_dir).context("creating /run/slate/spool")?;
     let mut bootspec = None;
+    let mut uki = None;
     let mut wrote_rootfs = false;
+    let own_uki = crate::uki::artifact_name(target);
     while let Some(a) = reader.next_artifact()? {
+        let boot_file = match a.name.as_str() {
+            "kernel" | "initrd" if device.ukis => None,
+            "kernel" => Some(BootFile::Kernel),
+            "initrd" => Some(BootFile::Initrd),
+            n if n == own_uki => Some(BootFile::Uki),
+            _ => None,
+        };
         match a.name.as_str() {
             "rootfs" => {
-                let dev = File::options()
-                    .write(true)
-                    .open(&part.dev)
-                    .with_context(|| format!("opening slot {target} ({})", part.dev.display()))?;
-                // Each chunk arrives verified; holes are zeroed by the device.
-                let mut w = crate::io::blockdev::DeviceWriter::new(&dev);
-                reader
-                    .read_into(&mut SlotSink {
-                        writer: &mut w,
-                        half: a.size / 2,
-                        first: false,
-                        mid: false,
-                    })
-                    .with_context(|| format!("writing slot {target}"))?;
-                w.finish()
-                    .with_context(|| format!("syncing slot {target}"))?;
-                drop(dev);
-                fault::hit(FaultPoint::AfterSlotSync);
-                let back = read_back(&part.dev, a.size)?;
-                if back != a.sha256.0 {
-                    bail!("slot {target} reads back differently from what was written");
-                }
+                write_slot(reader, &a, part, target)?;
                 wrote_rootfs = true;
             }
-            "kernel" | "initrd" | "boot" => {
-                let spool = spool_dir.join(&a.name);
-                let mut f = File::options()
-                    .create(true)
-                    .truncate(true)
-                    .read(true)
-                    .write(true)
-                    .open(&spool)
-                    .with_context(|| format!("creating {}", spool.display()))?;
-                if a.name == "boot" && a.size > MAX_BOOTSPEC {
+            "boot" => {
+                if a.size > MAX_BOOTSPEC {
                     bail!("boot.json of {} bytes is too large", a.size);
                 }
-                reader.read_into(&mut FileSink::new(&f))?;
-                f.seek(SeekFrom::Start(0))?;
-                match a.name.as_str() {
-                    "boot" => {
-                        let mut text = String::new();
-                        f.read_to_string(&mut text)?;
-                        bootspec = Some(
-                            serde_json::from_str::<BootSpec>(&text)
-                                .context("parsing the bundle's boot.json")?,
-                        );
-                    }
-                    name => {
-                        let kind = if name == "kernel" {
-                            BootFile::Kernel
-                        } else {
-                            BootFile::Initrd
-                        };
-                        flow.install_boot_file(target, kind, &mut f, a.size)?;
-                        let mut back_file = flow.read_boot_file(target, kind)?;
-                        let (back, n) =
-                            crate::io::hash::sha256_reader((&mut back_file).take(a.size))?;
-                        if back != a.sha256.0 || n != a.size || !rest_is_zero(&mut back_file)? {
-                            bail!(
-                                "the {name} of slot {target} reads back differently from what was written"
-                            );
-                        }
-                    }
+                let mut f = spool(reader, &spool_dir, &a.name)?;
+                let mut text = String::new();
+                f.read_to_string(&mut text)?;
+                bootspec = Some(
+                    serde_json::from_str::<BootSpec>(&text)
+                        .context("parsing the bundle's boot.json")?,
+                );
+                drop(f);
+                let _ = std::fs::remove_file(spool_dir.join(&a.name));
+            }
+            name if boot_file.is_some() => {
+                let kind = boot_file.unwrap_or(BootFile::Kernel);
+                let mut f = spool(reader, &spool_dir, name)?;
+                if kind == BootFile::Uki {
+                    let text = crate::uki::read_section(&mut f, ".cmdline", MAX_UKI_CMDLINE)
+                        .with_context(|| format!("reading {name}"))?
+                        .with_context(|| format!("{name} has no .cmdline section"))?;
+                    let text = String::from_utf8(text)
+                        .map_err(|_| anyhow::anyhow!("{name}'s command line is not UTF-8"))?;
+                    check_uki_cmdline(text.trim_end_matches(['\0', '\n']), device)
+                        .map_err(|e| anyhow::anyhow!("{name} does not fit this device: {e}"))?;
+                    uki = Some(text.trim_end_matches(['\0', '\n']).to_string());
+                    f.seek(SeekFrom::Start(0))?;
+                }
+                flow.install_boot_file(target, kind, &mut f, a.size)?;
+                let mut back_file = flow.read_boot_file(target, kind)?;
+                let (back, n) = crate::io::hash::sha256_reader((&mut back_file).take(a.size))?;
+                if back != a.sha256.0 || n != a.size || !rest_is_zero(&mut back_file)? {
+                    bail!(
+                        "the {name} of slot {target} reads back differently from what was written"
+                    );
                 }
                 drop(f);
-                let _ = std::fs::remove_file(&spool);
+                let _ = std::fs::remove_file(spool_dir.join(name));
             }
-            // Artifacts a newer builder adds are verified but not used.
+            // Artifacts a newer builder adds, and the other slot's boot
+            // files, are verified but not used.
             _ => reader.skip_artifact()?,
         }
     }
@@ -666,7 +746,62 @@ fn write_artifacts(
     if !wrote_rootfs {
         bail!("bundle has no rootfs");
     }
-    bootspec.context("bundle has no boot.json")
+    if device.ukis && uki.is_none() {
+        bail!("bundle has no {own_uki}");
+    }
+    Ok(Written {
+        bootspec: bootspec.context("bundle has no boot.json")?,
+        uki,
+    })
+}
+
+/// Streams the rootfs into the slot, verified chunk by chunk, and reads the
+/// slot back against the artifact's digest.
+fn write_slot(
+    reader: &mut dyn ChunkSource,
+    a: &ArtifactHeader,
+    part: &BlockPartition,
+    target: SlotId,
+) -> Result<()> {
+    let dev = File::options()
+        .write(true)
+        .open(&part.dev)
+        .with_context(|| format!("opening slot {target} ({})", part.dev.display()))?;
+    // Each chunk arrives verified; holes are zeroed by the device.
+    let mut w = crate::io::blockdev::DeviceWriter::new(&dev);
+    reader
+        .read_into(&mut SlotSink {
+            writer: &mut w,
+            half: a.size / 2,
+            first: false,
+            mid: false,
+        })
+        .with_context(|| format!("writing slot {target}"))?;
+    w.finish()
+        .with_context(|| format!("syncing slot {target}"))?;
+    drop(dev);
+    fault::hit(FaultPoint::AfterSlotSync);
+    let back = read_back(&part.dev, a.size)?;
+    if back != a.sha256.0 {
+        bail!("slot {target} reads back differently from what was written");
+    }
+    Ok(())
+}
+
+/// Receives the current artifact, verified, into `dir/name` and returns the
+/// file positioned at its start.
+fn spool(reader: &mut dyn ChunkSource, dir: &Path, name: &str) -> Result<File> {
+    let path = dir.join(name);
+    let mut f = File::options()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    reader.read_into(&mut FileSink::new(&f))?;
+    f.seek(SeekFrom::Start(0))?;
+    Ok(f)
 }
 
 /// The slot's sink: the device writer, with the fault points of a slot write.
@@ -849,8 +984,7 @@ mod tests {
 
     #[test]
     fn device_checks() {
-        let all = REQUIRED_ARTIFACTS;
-        let ok = manifest("2.0.0", "c", 2, &all);
+        let ok = manifest("2.0.0", "c", 2, &["rootfs", "boot", "kernel", "initrd"]);
         assert!(check_manifest(&ok, "c", "1.0.0", 2).is_ok());
         let e = check_manifest(&ok, "other", "1.0.0", 0).unwrap_err();
         assert!(e.0.contains("this device is \"other\""), "{e}");
@@ -858,8 +992,61 @@ mod tests {
         assert!(e.0.contains("below this device's floor 3"), "{e}");
         let e = check_manifest(&ok, "c", "2.0.0", 0).unwrap_err();
         assert!(e.0.contains("already running"), "{e}");
+        let e =
+            check_manifest(&manifest("2", "c", 2, &["rootfs", "boot"]), "c", "1", 0).unwrap_err();
+        assert!(
+            e.0.contains("no kernel artifact (nor unified kernel images"),
+            "{e}"
+        );
         let e = check_manifest(&manifest("2", "c", 2, &["rootfs"]), "c", "1", 0).unwrap_err();
+        assert!(e.0.contains("no boot artifact"), "{e}");
+        // Unified kernel images replace the kernel and the initrd; both slots' are needed.
+        let uki = manifest("2.0.0", "c", 2, &["rootfs", "boot", "uki-a", "uki-b"]);
+        assert!(carries_ukis(&uki) && check_manifest(&uki, "c", "1.0.0", 2).is_ok());
+        let e = check_manifest(
+            &manifest("2", "c", 2, &["rootfs", "boot", "uki-b"]),
+            "c",
+            "1",
+            0,
+        )
+        .unwrap_err();
         assert!(e.0.contains("no kernel artifact"), "{e}");
+    }
+
+    #[test]
+    fn a_unified_image_must_name_this_device() {
+        let v = SlotVerity {
+            data_blocks: 10,
+            hash_offset: 40960,
+            salt: [1; 32],
+            root_hash: [2; 32],
+        };
+        let want = DeviceIds {
+            target: SlotId::B,
+            root: "RB",
+            data: Some("d"),
+            esp: Some("e"),
+            verity: Some(&v),
+            ukis: true,
+        };
+        let line = |slot, root: &str, verity: Option<&SlotVerity>| {
+            cmdline::compose("console=ttyS0", slot, root, "D", "e", 60, verity)
+        };
+        assert_eq!(
+            check_uki_cmdline(&line(SlotId::B, "rb", Some(&v)), &want),
+            Ok(())
+        );
+        let e = check_uki_cmdline(&line(SlotId::A, "rb", Some(&v)), &want).unwrap_err();
+        assert!(e.contains("not slot B"), "{e}");
+        let e = check_uki_cmdline(&line(SlotId::B, "other", Some(&v)), &want).unwrap_err();
+        assert!(
+            e.contains("names slot B's root partition other, but this device's is RB"),
+            "{e}"
+        );
+        let e = check_uki_cmdline(&line(SlotId::B, "rb", None), &want).unwrap_err();
+        assert!(e.contains("dm-verity parameters differ"), "{e}");
+        let e = check_uki_cmdline("slate.slot=B slate.root=RB", &want).unwrap_err();
+        assert!(e.contains("names no data partition"), "{e}");
     }
 
     #[test]

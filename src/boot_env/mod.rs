@@ -191,13 +191,18 @@ impl BootSnapshot {
     }
 }
 
-/// The files a slot boots from besides its root filesystem.
+/// The files a slot boots from besides its root filesystem: a kernel and
+/// an initramfs, or one unified kernel image holding both and the command
+/// line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BootFile {
     /// The kernel image.
     Kernel,
     /// The initramfs.
     Initrd,
+    /// A unified kernel image (written at its exact size: a signed image
+    /// must not be padded).
+    Uki,
 }
 
 /// What a boot entry starts.
@@ -207,8 +212,11 @@ pub struct EntrySpec {
     pub title: String,
     /// Image version.
     pub version: String,
-    /// The full kernel command line.
+    /// The full kernel command line. With `uki` it is the image's own
+    /// (embedded) command line and the entry passes none.
     pub options: String,
+    /// The entry starts the slot's unified kernel image.
+    pub uki: bool,
 }
 
 /// Why the boot loader state could not be read or changed.

@@ -55,11 +55,20 @@ pub fn initrd_path(slot: SlotId) -> String {
     format!("slate/{}/initrd", slot.lower())
 }
 
+/// ESP path of a slot's unified kernel image. Not below `EFI/Linux/`:
+/// systemd-boot would list an image there as a type #2 entry of its own,
+/// ordered by the version in its signed `.osrel`, which cannot carry the
+/// device's generation or boot counter.
+pub fn uki_path(slot: SlotId) -> String {
+    format!("slate/{}/uki.efi", slot.lower())
+}
+
 /// ESP path of a slot's boot file.
 pub fn boot_file_path(slot: SlotId, file: BootFile) -> String {
     match file {
         BootFile::Kernel => kernel_path(slot),
         BootFile::Initrd => initrd_path(slot),
+        BootFile::Uki => uki_path(slot),
     }
 }
 
@@ -145,8 +154,18 @@ impl EntryName {
     }
 }
 
-/// The text of an entry file.
+/// The text of an entry file. A unified kernel image gets an `efi` line
+/// and no `options`: systemd-stub then uses the command line embedded (and
+/// signed) in the image.
 pub fn entry_text(spec: &EntrySpec, slot: SlotId) -> String {
+    if spec.uki {
+        return format!(
+            "title {}\nversion {}\nefi /{}\n",
+            spec.title,
+            spec.version,
+            uki_path(slot)
+        );
+    }
     format!(
         "title {}\nversion {}\nlinux /{}\ninitrd /{}\noptions {}\n",
         spec.title,
@@ -158,10 +177,12 @@ pub fn entry_text(spec: &EntrySpec, slot: SlotId) -> String {
 }
 
 /// Whether entry text is complete enough for systemd-boot to boot it (it
-/// ignores entries without a `linux` line); a torn write fails this.
+/// ignores entries without a `linux` or `efi` line); a torn write fails
+/// this. An `efi` entry is the last line written, so its presence means the
+/// entry is whole.
 pub fn entry_is_usable(text: &str) -> bool {
-    text.lines().any(|l| l.starts_with("linux /"))
-        && text.lines().any(|l| l.starts_with("options "))
+    let complete = |l: &str| text.lines().any(|x| x.starts_with(l));
+    (complete("linux /") && complete("options ")) || (complete("efi /") && text.ends_with('\n'))
 }
 
 /// Writes `size` bytes from `src` over the start of `path` and zeros up to
@@ -357,9 +378,32 @@ impl BootFlow for SystemdBoot {
                 state: state.word(),
             });
         }
+        // A slot boots either a kernel and an initrd or one unified image:
+        // the other kind's files of this slot go (it is out of the boot order).
+        let stale: &[BootFile] = match file {
+            BootFile::Uki => &[BootFile::Kernel, BootFile::Initrd],
+            BootFile::Kernel | BootFile::Initrd => &[BootFile::Uki],
+        };
+        for f in stale {
+            let p = self.esp.join(boot_file_path(slot, *f));
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("removing", &p)(e)),
+            }
+        }
         let rel = boot_file_path(slot, file);
         let dest = self.esp.join(&rel);
         let capacity = fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
+        if file == BootFile::Uki {
+            // Exact size (a signature covers the whole file): in place when
+            // the length is unchanged, else a new file.
+            return if size == capacity {
+                overwrite_in_place(&dest, src, size, capacity)
+            } else {
+                self.write_file(&rel, &mut src.take(size))
+            };
+        }
         if size <= capacity {
             overwrite_in_place(&dest, src, size, capacity)
         } else {
@@ -436,6 +480,7 @@ mod tests {
             title: "slate test".into(),
             version: "2.0.0".into(),
             options: "console=ttyS0".into(),
+            uki: false,
         }
     }
 
@@ -509,6 +554,49 @@ mod tests {
         let s = sd.snapshot().unwrap();
         assert_eq!(s.committed(), Some(SlotId::B));
         assert_eq!(sd.simulate_firmware_boot().unwrap(), Some(SlotId::B));
+    }
+
+    #[test]
+    fn unified_images_are_exact_size_and_replace_kernel_and_initrd() {
+        let d = tempfile::tempdir().unwrap();
+        let mut sd = committed_a(d.path());
+        sd.install_boot_file(SlotId::B, BootFile::Kernel, &mut &b"kernel"[..], 6)
+            .unwrap();
+        sd.install_boot_file(SlotId::B, BootFile::Uki, &mut &b"MZ-uki"[..], 6)
+            .unwrap();
+        let uki = d.path().join("slate/b/uki.efi");
+        assert_eq!(fs::read(&uki).unwrap(), b"MZ-uki", "not padded");
+        assert!(!d.path().join("slate/b/vmlinuz").exists());
+        // Same length: overwritten; another length: a new file.
+        sd.install_boot_file(SlotId::B, BootFile::Uki, &mut &b"MZ-two"[..], 6)
+            .unwrap();
+        assert_eq!(fs::read(&uki).unwrap(), b"MZ-two");
+        sd.install_boot_file(SlotId::B, BootFile::Uki, &mut &b"MZ-longer"[..], 9)
+            .unwrap();
+        assert_eq!(fs::read(&uki).unwrap(), b"MZ-longer");
+        assert!(!d.path().join("slate/b/uki.tmp").exists());
+        let spec = EntrySpec {
+            uki: true,
+            ..spec()
+        };
+        let text = entry_text(&spec, SlotId::B);
+        assert_eq!(
+            text,
+            "title slate test\nversion 2.0.0\nefi /slate/b/uki.efi\n"
+        );
+        assert!(entry_is_usable(&text));
+        assert!(!entry_is_usable(text.trim_end()), "torn before its newline");
+        sd.try_next(SlotId::B, 3, &spec).unwrap();
+        assert_eq!(sd.simulate_firmware_boot().unwrap(), Some(SlotId::B));
+        sd.mark_good(SlotId::B).unwrap();
+        assert_eq!(sd.snapshot().unwrap().committed(), Some(SlotId::B));
+        // Back to a kernel and an initrd: the image goes.
+        sd.disable(SlotId::A).unwrap();
+        sd.install_boot_file(SlotId::A, BootFile::Uki, &mut &b"MZ"[..], 2)
+            .unwrap();
+        sd.install_boot_file(SlotId::A, BootFile::Initrd, &mut &b"i"[..], 1)
+            .unwrap();
+        assert!(!d.path().join("slate/a/uki.efi").exists());
     }
 
     #[test]

@@ -158,7 +158,16 @@ pub fn from_build_dir(dir: &Path) -> Result<(BundleMeta, Vec<ArtifactInput>), Wr
         .map_err(|_| WriteError::Input(format!("creation time {created} is before 1970")))?;
     let mpath = dir.join(crate::build_manifest::FILE_NAME);
     let mut inputs = Vec::new();
+    // A build whose slots boot unified kernel images ships those instead of
+    // its kernel and initrd (the images hold both).
+    let ukis = crate::boot_env::SlotId::ALL.iter().all(|s| {
+        let name = crate::uki::artifact_name(*s);
+        bm.artifacts.iter().any(|a| a.name == name)
+    });
     for a in &bm.artifacts {
+        if ukis && (a.name == "kernel" || a.name == "initrd") {
+            continue;
+        }
         let plain = !a.file.is_empty()
             && a.file != "."
             && a.file != ".."

@@ -28,7 +28,7 @@ pub struct DiffArgs {
     #[arg(long, value_name = "OLD_TARGET")]
     pub target: Option<PathBuf>,
     /// Plan only this artifact (repeatable); default: every artifact, as a
-    /// device installs them.
+    /// device running slot A installs them (all but `uki-a`).
     #[arg(long = "artifact", value_name = "NAME")]
     pub artifacts: Vec<String>,
     /// Print the counts as JSON (docs/json.md).
@@ -36,11 +36,15 @@ pub struct DiffArgs {
     pub json: bool,
 }
 
-/// Which seed label the device has for each artifact of an image.
-const DEVICE_SEEDS: [(&str, &str); 3] = [
+/// Which seed label the device has for each artifact of an image. Of an
+/// image whose slots boot unified kernel images, the device holds the
+/// running slot's: the model is a device running slot A (slot B's image
+/// differs from it in a few bytes of its command line).
+const DEVICE_SEEDS: [(&str, &str); 4] = [
     ("rootfs", "slot"),
     ("kernel", "kernel"),
     ("initrd", "initrd"),
+    ("uki-a", "uki"),
 ];
 
 /// Runs `slate diff`.
@@ -59,7 +63,14 @@ pub fn run(args: DiffArgs) -> anyhow::Result<()> {
     if let Some(t) = &args.target {
         add_old_seeds(&mut seeds, t, Role::Target, &new)?;
     }
-    let select = |n: &str| args.artifacts.is_empty() || args.artifacts.iter().any(|a| a == n);
+    // A device running slot A does not fetch slot A's unified kernel image.
+    let select = |n: &str| {
+        if args.artifacts.is_empty() {
+            n != "uki-a"
+        } else {
+            args.artifacts.iter().any(|a| a == n)
+        }
+    };
     let p = plan(&new.header, &new.manifest, &seeds, &select);
     if args.json {
         println!("{}", report_json(&args, &p)?);

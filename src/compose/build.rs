@@ -2,7 +2,7 @@
 //! to the output and renamed into place at the end, so a failed build never
 //! leaves a partial `disk.img` behind.
 
-use super::esp::{EspInputs, HostFile, esp_tree};
+use super::esp::{EspInputs, HostFile, SlotBoot, esp_tree};
 use super::initramfs::{initramfs_tree, plan_modules};
 use super::layers::{UnpackedLayer, unpack_layer};
 use super::rootfs::{RootfsInputs, rootfs_tree, staged_file};
@@ -97,7 +97,9 @@ pub struct BuildOutput {
 }
 
 /// Partition GUIDs of a disk built from a recipe: derived from the image
-/// name and version, so builds are reproducible.
+/// name, so builds are reproducible and every version of an image names
+/// the same partitions (a unified kernel image in a bundle carries them in
+/// its signed command line).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskIds {
     /// Disk GUID.
@@ -114,12 +116,11 @@ pub struct DiskIds {
 
 impl DiskIds {
     /// Derives the GUIDs.
-    pub fn derive(name: &str, version: &str) -> Self {
+    pub fn derive(name: &str) -> Self {
         let id = |part: &str| {
             crate::reproducible::format_uuid(&crate::reproducible::derived_uuid(&[
                 b"slate-gpt",
                 name.as_bytes(),
-                version.as_bytes(),
                 part.as_bytes(),
             ]))
         };
@@ -329,10 +330,19 @@ pub fn build(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<BuildOutput, 
         work.path(),
         status,
     )?;
+    let ukis = write_ukis(
+        &inputs.recipe,
+        &unpacked,
+        &fs,
+        trees.watchdog_secs,
+        work.path(),
+        status,
+    )?;
     write_disk_image(
         &inputs.recipe,
         &unpacked,
         &fs,
+        ukis.as_ref(),
         trees.watchdog_secs,
         work.path(),
         status,
@@ -348,6 +358,7 @@ pub fn build(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<BuildOutput, 
         &inputs,
         unpacked.epoch,
         fs.rootfs_record,
+        ukis.is_some(),
         work.path(),
         status,
     )?;
@@ -666,34 +677,82 @@ fn write_rootfs(
         .map_err(|e| ComposeError::io("writing", &layout_path, e))
 }
 
-/// Stage 5: the ESP (boot loader, kernel, initramfs, an entry per slot) and
-/// the GPT disk around it.
-fn write_disk_image(
+/// The kernel command line of `slot` on a disk built from `recipe`.
+fn slot_cmdline(
+    recipe: &Recipe,
+    ids: &DiskIds,
+    watchdog_secs: u64,
+    verity: &crate::bundle::manifest::ArtifactVerity,
+    slot: SlotId,
+) -> String {
+    cmdline::compose(
+        &recipe.kernel.cmdline,
+        slot,
+        ids.root(slot),
+        &ids.data,
+        &ids.esp,
+        watchdog_secs,
+        Some(&verity.slot(slot)),
+    )
+}
+
+fn rootfs_verity(
+    fs: &Filesystems,
+) -> Result<crate::bundle::manifest::ArtifactVerity, ComposeError> {
+    fs.rootfs_record
+        .verity
+        .ok_or_else(|| ComposeError::Other("the rootfs has no dm-verity parameters".into()))
+}
+
+/// Stage 5a: each slot's unified kernel image, when the recipe asks for them.
+fn write_ukis(
     recipe: &Recipe,
     unpacked: &UnpackedInputs,
     fs: &Filesystems,
     watchdog_secs: u64,
     w: &Path,
     status: &dyn Fn(&str),
+) -> Result<Option<[PathBuf; 2]>, ComposeError> {
+    if !recipe.kernel.uki {
+        return Ok(None);
+    }
+    status("assembling unified kernel images");
+    let ids = DiskIds::derive(&recipe.name);
+    let verity = rootfs_verity(fs)?;
+    let inputs = super::uki::UkiInputs {
+        boot_pkgs: &unpacked.boot_pkgs,
+        kernel: &fs.kernel,
+        initrd: &fs.initrd,
+        name: &recipe.name,
+        version: recipe.version.as_str(),
+    };
+    super::uki::write_ukis(
+        &inputs,
+        &|slot| slot_cmdline(recipe, &ids, watchdog_secs, &verity, slot),
+        w,
+    )
+    .map(Some)
+}
+
+/// Stage 5b: the ESP (boot loader, each slot's kernel and initramfs or its
+/// unified kernel image, an entry per slot) and the GPT disk around it.
+fn write_disk_image(
+    recipe: &Recipe,
+    unpacked: &UnpackedInputs,
+    fs: &Filesystems,
+    ukis: Option<&[PathBuf; 2]>,
+    watchdog_secs: u64,
+    w: &Path,
+    status: &dyn Fn(&str),
 ) -> Result<(), ComposeError> {
     status("writing disk image");
-    let ids = DiskIds::derive(&recipe.name, recipe.version.as_str());
-    let verity = fs
-        .rootfs_record
-        .verity
-        .ok_or_else(|| ComposeError::Other("the rootfs has no dm-verity parameters".into()))?;
+    let ids = DiskIds::derive(&recipe.name);
+    let verity = rootfs_verity(fs)?;
     let entry = |slot: SlotId| EntrySpec {
         title: format!("{} {} (slot {slot})", recipe.name, recipe.version),
         version: recipe.version.to_string(),
-        options: cmdline::compose(
-            &recipe.kernel.cmdline,
-            slot,
-            ids.root(slot),
-            &ids.data,
-            &ids.esp,
-            watchdog_secs,
-            Some(&verity.slot(slot)),
-        ),
+        options: slot_cmdline(recipe, &ids, watchdog_secs, &verity, slot),
+        uki: ukis.is_some(),
     };
     let (loader, loader_size) = staged_file(
         &unpacked.boot_pkgs,
@@ -705,22 +764,39 @@ fn write_disk_image(
             crate::boot_env::systemd_boot::PACKAGE_BINARY
         ))
     })?;
-    let initrd_size = std::fs::metadata(&fs.initrd)
-        .map_err(|e| ComposeError::io("reading", &fs.initrd, e))?
-        .len();
+    let size_of = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.len())
+            .map_err(|e| ComposeError::io("reading", p, e))
+    };
+    let boot = match ukis {
+        Some([a, b]) => SlotBoot::Uki([
+            HostFile {
+                path: a,
+                size: size_of(a)?,
+            },
+            HostFile {
+                path: b,
+                size: size_of(b)?,
+            },
+        ]),
+        None => SlotBoot::Separate {
+            kernel: HostFile {
+                path: &fs.kernel,
+                size: unpacked.kernel.vmlinuz_size,
+            },
+            initrd: HostFile {
+                path: &fs.initrd,
+                size: size_of(&fs.initrd)?,
+            },
+        },
+    };
     let esp = esp_tree(&EspInputs {
         loader: HostFile {
             path: &loader,
             size: loader_size,
         },
-        kernel: HostFile {
-            path: &fs.kernel,
-            size: unpacked.kernel.vmlinuz_size,
-        },
-        initrd: HostFile {
-            path: &fs.initrd,
-            size: initrd_size,
-        },
+        boot,
         entries: [(SlotId::A, entry(SlotId::A)), (SlotId::B, entry(SlotId::B))],
         mtime: unpacked.epoch,
     })?;
@@ -804,11 +880,38 @@ fn write_manifest(
     inputs: &Inputs,
     epoch: i64,
     rootfs: Artifact,
+    ukis: bool,
     w: &Path,
     status: &dyn Fn(&str),
 ) -> Result<BuildManifest, ComposeError> {
     status("hashing outputs");
     let recipe = &inputs.recipe;
+    let mut artifacts = vec![
+        rootfs,
+        artifact(w, "kernel", files::KERNEL)?,
+        artifact(w, "initrd", files::INITRD)?,
+    ];
+    let mut synced: Vec<String> = [
+        files::DISK,
+        files::BMAP,
+        files::ROOTFS,
+        files::KERNEL,
+        files::INITRD,
+        files::BOOTSPEC,
+        files::SBOM,
+        files::LAYOUT,
+    ]
+    .map(String::from)
+    .to_vec();
+    if ukis {
+        for slot in SlotId::ALL {
+            let file = super::uki::file_name(slot);
+            artifacts.push(artifact(w, &super::uki::artifact_name(slot), &file)?);
+            synced.push(file);
+        }
+    }
+    artifacts.push(artifact(w, "boot", files::BOOTSPEC)?);
+    artifacts.push(artifact(w, "sbom", files::SBOM)?);
     let manifest = BuildManifest {
         format: build_manifest::FORMAT,
         name: recipe.name.clone(),
@@ -816,13 +919,7 @@ fn write_manifest(
         compatible: recipe.compatible.clone(),
         security_version: recipe.update.security_version,
         source_date_epoch: epoch,
-        artifacts: vec![
-            rootfs,
-            artifact(w, "kernel", files::KERNEL)?,
-            artifact(w, "initrd", files::INITRD)?,
-            artifact(w, "boot", files::BOOTSPEC)?,
-            artifact(w, "sbom", files::SBOM)?,
-        ],
+        artifacts,
         disk: Some(artifact(w, "disk", files::DISK)?),
         layout: Some(artifact(w, "layout", files::LAYOUT)?),
         packages: inputs
@@ -839,16 +936,7 @@ fn write_manifest(
     let manifest_path = w.join(build_manifest::FILE_NAME);
     std::fs::write(&manifest_path, manifest.to_json())
         .map_err(|e| ComposeError::io("writing", &manifest_path, e))?;
-    for f in [
-        files::DISK,
-        files::BMAP,
-        files::ROOTFS,
-        files::KERNEL,
-        files::INITRD,
-        files::BOOTSPEC,
-        files::SBOM,
-        files::LAYOUT,
-    ] {
+    for f in &synced {
         let p = w.join(f);
         std::fs::File::open(&p)
             .and_then(|f| f.sync_all())

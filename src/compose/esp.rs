@@ -1,5 +1,5 @@
 //! The EFI system partition tree: systemd-boot, its configuration, one entry
-//! per slot, and each slot's kernel and initrd.
+//! per slot, and each slot's kernel and initrd or its unified kernel image.
 
 use super::ComposeError;
 use crate::boot_env::systemd_boot::{self, EntryName};
@@ -16,15 +16,27 @@ pub struct HostFile<'a> {
     pub size: u64,
 }
 
+/// What each slot boots.
+#[derive(Debug, Clone)]
+pub enum SlotBoot<'a> {
+    /// A kernel and an initrd, the same for both slots.
+    Separate {
+        /// The kernel.
+        kernel: HostFile<'a>,
+        /// The initrd.
+        initrd: HostFile<'a>,
+    },
+    /// One unified kernel image per slot (A, B): their command lines differ.
+    Uki([HostFile<'a>; 2]),
+}
+
 /// What goes on the ESP.
 #[derive(Debug, Clone)]
 pub struct EspInputs<'a> {
     /// systemd-bootx64.efi.
     pub loader: HostFile<'a>,
-    /// The kernel.
-    pub kernel: HostFile<'a>,
-    /// The initrd.
-    pub initrd: HostFile<'a>,
+    /// The slots' boot files.
+    pub boot: SlotBoot<'a>,
     /// The entry of each slot (A committed and primary, B committed as fallback).
     pub entries: [(SlotId, EntrySpec); 2],
     /// Timestamp of every file.
@@ -68,16 +80,28 @@ pub fn esp_tree(inputs: &EspInputs<'_>) -> Result<Tree, ComposeError> {
         &d,
     )?;
     for (slot, spec) in &inputs.entries {
-        t.put(
-            systemd_boot::kernel_path(*slot).as_bytes(),
-            boot_file(&inputs.kernel),
-            &d,
-        )?;
-        t.put(
-            systemd_boot::initrd_path(*slot).as_bytes(),
-            boot_file(&inputs.initrd),
-            &d,
-        )?;
+        match &inputs.boot {
+            SlotBoot::Separate { kernel, initrd } => {
+                t.put(
+                    systemd_boot::kernel_path(*slot).as_bytes(),
+                    boot_file(kernel),
+                    &d,
+                )?;
+                t.put(
+                    systemd_boot::initrd_path(*slot).as_bytes(),
+                    boot_file(initrd),
+                    &d,
+                )?;
+            }
+            // Exact size: a signed image must not be padded.
+            SlotBoot::Uki(ukis) => {
+                t.put(
+                    systemd_boot::uki_path(*slot).as_bytes(),
+                    host(&ukis[if *slot == SlotId::A { 0 } else { 1 }]),
+                    &d,
+                )?;
+            }
+        }
         let name = EntryName {
             // A boots first; B is the committed fallback.
             generation: if *slot == SlotId::A { 1 } else { 0 },

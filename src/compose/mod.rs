@@ -11,6 +11,7 @@ pub mod overlay;
 pub mod preflight;
 pub mod rootfs;
 pub mod runtime;
+pub mod uki;
 
 use crate::recipe::RecipeError;
 use std::path::{Path, PathBuf};

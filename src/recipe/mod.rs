@@ -68,6 +68,9 @@ pub struct KernelSpec {
     pub cmdline: String,
     /// Modules the initramfs loads (their dependencies are added).
     pub modules: Vec<String>,
+    /// Each slot boots one unified kernel image (systemd-stub + kernel +
+    /// initrd + command line) instead of a kernel and an initrd.
+    pub uki: bool,
 }
 
 /// One `[[rootfs.files]]` entry.
@@ -600,10 +603,14 @@ impl Cx<'_> {
             lines.mark(self, &format!("kernel.modules.{i}"), m.span());
             modules.push(m.get_ref().replace('-', "_"));
         }
+        if let Some(u) = &k.uki {
+            lines.mark(self, "kernel.uki", u.span());
+        }
         Ok(KernelSpec {
             source,
             cmdline,
             modules,
+            uki: k.uki.as_ref().is_some_and(|u| *u.get_ref()),
         })
     }
 

@@ -68,6 +68,7 @@ pub struct RawKernel {
     pub cmdline: Option<Spanned<String>>,
     #[serde(default)]
     pub modules: Vec<Spanned<String>>,
+    pub uki: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

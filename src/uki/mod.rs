@@ -11,9 +11,21 @@
 //! checksum is computed over the result, so the same inputs always give the
 //! same bytes.
 
+use crate::boot_env::SlotId;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
+
+/// File name of a slot's image in a build directory, e.g. `uki-a.efi`.
+pub fn file_name(slot: SlotId) -> String {
+    format!("uki-{}.efi", slot.lower())
+}
+
+/// Name of a slot's image among a build's and a bundle's artifacts, e.g.
+/// `uki-a`.
+pub fn artifact_name(slot: SlotId) -> String {
+    format!("uki-{}", slot.lower())
+}
 
 /// Length of a section header.
 const SECTION_HEADER_LEN: usize = 40;
@@ -366,6 +378,71 @@ pub fn assemble<W: Write + Seek>(
         .and_then(|()| out.flush())
         .map_err(io("writing the image"))?;
     Ok(section_infos(&head, &s, sections.len()))
+}
+
+/// Reads the content of section `name` of the PE image `r` (at most `max`
+/// bytes; a longer one is an error). `Ok(None)` when it has no such section.
+pub fn read_section<R: Read + Seek>(
+    r: &mut R,
+    name: &str,
+    max: usize,
+) -> Result<Option<Vec<u8>>, UkiError> {
+    let io = |source| UkiError::Io {
+        context: "reading the image".into(),
+        source,
+    };
+    let bad = |m: &str| UkiError::BadStub(m.to_string());
+    // Headers are small: the DOS header, the PE headers and the section
+    // table sit in the first pages.
+    let mut head = Vec::new();
+    r.seek(SeekFrom::Start(0)).map_err(io)?;
+    r.by_ref()
+        .take(64 << 10)
+        .read_to_end(&mut head)
+        .map_err(io)?;
+    if head.len() < 0x40 || &head[..2] != b"MZ" {
+        return Err(bad("no MZ header"));
+    }
+    let pe = le32(&head, 0x3C) as usize;
+    if pe.checked_add(24).is_none_or(|e| e > head.len()) || &head[pe..pe + 4] != b"PE\0\0" {
+        return Err(bad("no PE signature"));
+    }
+    let coff = pe + 4;
+    let sections = le16(&head, coff + 2) as usize;
+    let table = coff + 20 + le16(&head, coff + 16) as usize;
+    if table + sections * SECTION_HEADER_LEN > head.len() {
+        return Err(bad("truncated headers"));
+    }
+    let infos = section_infos(
+        &head,
+        &Stub {
+            coff,
+            opt: coff + 20,
+            table,
+            sections,
+            section_alignment: 1,
+            file_alignment: 1,
+            size_of_headers: 0,
+            raw_end: 0,
+            va_end: 0,
+        },
+        0,
+    );
+    let Some(i) = infos.iter().position(|s| s.name == name) else {
+        return Ok(None);
+    };
+    let h = table + i * SECTION_HEADER_LEN;
+    let len = (le32(&head, h + 8) as usize).min(le32(&head, h + 16) as usize);
+    if len > max {
+        return Err(UkiError::Unsupported(format!(
+            "section {name} has {len} bytes, more than {max}"
+        )));
+    }
+    let mut data = vec![0u8; len];
+    r.seek(SeekFrom::Start(u64::from(infos[i].file_offset)))
+        .and_then(|_| r.read_exact(&mut data))
+        .map_err(io)?;
+    Ok(Some(data))
 }
 
 fn section_infos(head: &[u8], s: &Stub, added: usize) -> Vec<SectionInfo> {

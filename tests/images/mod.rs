@@ -88,6 +88,8 @@ pub struct Recipe {
     pub slot: String,
     /// Signatures a bundle needs.
     pub threshold: u32,
+    /// Each slot boots a unified kernel image (`[kernel] uki`).
+    pub uki: bool,
 }
 
 impl Recipe {
@@ -107,6 +109,7 @@ impl Recipe {
             keys: vec![key.to_path_buf()],
             slot: "128M".into(),
             threshold: 1,
+            uki: false,
         }
     }
 
@@ -127,6 +130,7 @@ compatible = "{compatible}"
 package = "linux-image-cloud-amd64"
 cmdline = "{cmdline}"
 modules = ["virtio_pci", "virtio_blk"]
+uki = {uki}
 
 [rootfs]
 packages = ["busybox-static"]
@@ -161,6 +165,7 @@ threshold = {threshold}
             sv = self.security_version,
             tries = self.tries,
             threshold = self.threshold,
+            uki = self.uki,
             extra = self.extra,
         )
     }
