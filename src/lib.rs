@@ -13,6 +13,7 @@
 //! - [`cli`]: the command-line interface.
 
 pub mod agent;
+pub mod authenticode;
 pub mod boot_env;
 pub mod boot_spec;
 pub mod build_manifest;

@@ -181,7 +181,7 @@ fn parse_stub(b: &[u8]) -> Result<Stub, UkiError> {
 /// The PE checksum (as `ImageHlp`'s `CheckSumMappedFile` computes it):
 /// 16-bit one's-complement-style sum of the file with the checksum field
 /// read as zero, folded, plus the file length.
-struct Checksum {
+pub(crate) struct Checksum {
     sum: u64,
     len: u64,
     odd: Option<u8>,
@@ -189,7 +189,7 @@ struct Checksum {
 }
 
 impl Checksum {
-    fn new(field: u64) -> Self {
+    pub(crate) fn new(field: u64) -> Self {
         Checksum {
             sum: 0,
             len: 0,
@@ -207,7 +207,7 @@ impl Checksum {
         self.sum = (self.sum & 0xFFFF) + (self.sum >> 16);
     }
 
-    fn update(&mut self, mut data: &[u8]) {
+    pub(crate) fn update(&mut self, mut data: &[u8]) {
         if let Some(lo) = self.odd.take() {
             if let Some((&hi, rest)) = data.split_first() {
                 self.add_word(self.len - 1, u16::from_le_bytes([lo, hi]));
@@ -229,7 +229,7 @@ impl Checksum {
         }
     }
 
-    fn finish(mut self) -> u32 {
+    pub(crate) fn finish(mut self) -> u32 {
         if let Some(lo) = self.odd.take() {
             self.add_word(self.len - 1, u16::from(lo));
         }
