@@ -54,6 +54,15 @@ if [ ! -x target/spdx-venv/bin/pyspdxtools ]; then
 fi
 export SLATE_PYSPDXTOOLS=$PWD/target/spdx-venv/bin/pyspdxtools
 
+# virt-fw-vars (PyPI virt-firmware) enrolls slate's Secure Boot keys in an
+# OVMF variable store for tests/secure_boot.rs.
+step "virt-firmware (PyPI) in target/fw-venv"
+if [ ! -x target/fw-venv/bin/virt-fw-vars ]; then
+    python3 -m venv target/fw-venv
+    target/fw-venv/bin/pip install -q virt-firmware
+fi
+export SLATE_VIRT_FW_VARS=$PWD/target/fw-venv/bin/virt-fw-vars
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -309,6 +309,7 @@ fn agent_status_json_matches_the_docs() {
                     .into(),
             status: "V".into(),
         }),
+        lockdown: Some("none".into()),
     };
     let v = slate::cli::agent::status_json(&r).unwrap();
     assert_documented("agent-status", &v);

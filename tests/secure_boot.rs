@@ -1,13 +1,21 @@
-//! Secure Boot signatures (issue 13): slate's Authenticode signer in Rust,
-//! checked by an independent verifier, sbverify (sbsigntool), with a key and
-//! certificate made by another independent tool, openssl.
+//! Secure Boot (issue 13): slate's Authenticode signer in Rust, checked by
+//! an independent verifier, sbverify (sbsigntool), with keys made by
+//! openssl and by `slate keygen --secure-boot` (checked by openssl); then
+//! the firmware itself: OVMF's Secure Boot build with slate's PK, KEK and
+//! db enrolled by virt-fw-vars (PyPI virt-firmware) boots a signed image,
+//! updates it and reports the kernel locked down, and refuses an unsigned
+//! boot chain.
 
 mod images;
+mod scenarios;
 
-use images::run_ok;
-use slate::authenticode::{SigningKey, sign_file};
+use images::{Recipe, build, build_verity, bundle, keygen, run_ok, sha256sum, slate};
+use scenarios::{assert_met, assert_no_entry, describe, events, install_failure};
+use slate::authenticode::{SigningKey, TrustedCert, sign_file, verify_file};
+use slate::qemu::{QemuOptions, run};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 const LOADER: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
 const STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
@@ -89,6 +97,34 @@ fn signed_efi_images_pass_sbverify() {
         std::fs::write(&tampered, &bytes).unwrap();
         let (ok, text) = sbverify(&cert, &tampered);
         assert!(!ok, "{name}: a tampered image verified: {text}");
+        // slate's own verifier (the agent's check before a trial) agrees.
+        let trusted = TrustedCert::load(&cert).unwrap();
+        verify_file(&out, &trusted).unwrap();
+        let e = verify_file(&tampered, &trusted).unwrap_err().to_string();
+        assert!(e.contains("differ from what was signed"), "{e}");
+        let e = verify_file(&out, &TrustedCert::load(&other_cert).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("signed by another certificate"), "{e}");
+        let e = verify_file(Path::new(input), &trusted)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not signed"), "{e}");
+        // ... and accepts what sbsign (another signer) made with the same key.
+        if images::shared::have("sbsign") {
+            let theirs = d.path().join(format!("{name}.sbsign.efi"));
+            run_ok(
+                Command::new("sbsign")
+                    .arg("--key")
+                    .arg(&key)
+                    .arg("--cert")
+                    .arg(&cert)
+                    .arg("--output")
+                    .arg(&theirs)
+                    .arg(input),
+            );
+            verify_file(&theirs, &trusted).unwrap();
+        }
         // A signed image is not signed twice.
         let e = sign_file(&out, &d.path().join("twice.efi"), &signer).unwrap_err();
         assert!(e.to_string().contains("is signed already"), "{e}");
@@ -98,4 +134,179 @@ fn signed_efi_images_pass_sbverify() {
     assert!(e.contains("is not the certificate of"), "{e}");
     let e = SigningKey::load(&cert, &cert).unwrap_err().to_string();
     assert!(e.contains("not a PKCS#8 RSA private key"), "{e}");
+}
+
+/// virt-fw-vars: `$SLATE_VIRT_FW_VARS`, else on the PATH.
+fn virt_fw_vars() -> Option<PathBuf> {
+    match std::env::var_os("SLATE_VIRT_FW_VARS") {
+        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
+        _ => images::shared::have("virt-fw-vars").then(|| PathBuf::from("virt-fw-vars")),
+    }
+}
+
+/// An OVMF variable store with `keys`' PK, KEK and db enrolled and Secure
+/// Boot on, made by virt-fw-vars.
+fn enrolled_vars(tool: &Path, keys: &Path, out: &Path) -> PathBuf {
+    let owner = "6c1d5c3e-7f5a-4b8e-9d2a-5e1f0a3b7c11";
+    run_ok(
+        Command::new(tool)
+            .args(["--input", "/usr/share/OVMF/OVMF_VARS_4M.fd", "--output"])
+            .arg(out)
+            .args(["--set-pk", owner])
+            .arg(keys.join("PK.crt"))
+            .args(["--add-kek", owner])
+            .arg(keys.join("KEK.crt"))
+            .args(["--add-db", owner])
+            .arg(keys.join("db.crt"))
+            .arg("--secure-boot"),
+    );
+    out.to_path_buf()
+}
+
+fn secure_boot_qemu(
+    disk: &Path,
+    vars: &Path,
+    updates: &[&Path],
+    expect: &[&str],
+    timeout: u64,
+    log: &Path,
+) -> slate::qemu::QemuOutcome {
+    let mut opts = QemuOptions::new(disk);
+    opts.updates = updates.iter().map(|p| p.to_path_buf()).collect();
+    opts.expect = expect.iter().map(|e| e.parse().unwrap()).collect();
+    opts.timeout = Duration::from_secs(timeout);
+    opts.console_log = Some(log.to_path_buf());
+    opts.secure_boot_vars = Some(vars.to_path_buf());
+    run(&opts).expect("QEMU could not run")
+}
+
+#[test]
+fn signed_boot_chain_boots_and_updates_under_secure_boot() {
+    let test = "secure_boot_qemu";
+    if scenarios::skip(test) || skip(test) {
+        return;
+    }
+    let Some(tool) = virt_fw_vars() else {
+        images::shared::skipped(test, "virt-fw-vars (PyPI virt-firmware) is missing");
+        return;
+    };
+    if !Path::new("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd").exists() {
+        images::shared::skipped(test, "OVMF_CODE_4M.secboot.fd (Debian ovmf) is missing");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    // slate's own Secure Boot keys; openssl parses and checks each certificate.
+    let keys = d.path().join("sb");
+    run_ok(slate().args(["keygen", "--secure-boot"]).arg(&keys));
+    for role in ["PK", "KEK", "db"] {
+        let cert = keys.join(format!("{role}.crt"));
+        run_ok(
+            Command::new("openssl")
+                .args(["verify", "-CAfile"])
+                .arg(&cert)
+                .arg(&cert),
+        );
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(keys.join(format!("{role}.key")))
+                .unwrap()
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "{role}.key");
+    }
+    let e = slate()
+        .args(["keygen", "--secure-boot"])
+        .arg(&keys)
+        .output()
+        .unwrap();
+    assert!(!e.status.success() && String::from_utf8_lossy(&e.stderr).contains("already exists"));
+
+    let (private, public) = keygen(d.path(), "k");
+    let recipe = |version: &str, signed: bool| {
+        let mut r = Recipe {
+            uki: true,
+            ..Recipe::counter(version, &public)
+        };
+        if signed {
+            r.extra.push_str(&format!(
+                "\n[secure_boot]\nkey = {:?}\ncert = {:?}\n",
+                keys.join("db.key").display().to_string(),
+                keys.join("db.crt").display().to_string()
+            ));
+        }
+        r
+    };
+    let v1 = build(d.path(), "v1", &recipe("1.0.0", true));
+    let v2 = build(d.path(), "v2", &recipe("2.0.0", true));
+    let db = keys.join("db.crt");
+    for f in ["uki-a.efi", "uki-b.efi", "systemd-bootx64.efi"] {
+        let (ok, text) = sbverify(&db, &v1.join(f));
+        assert!(ok, "{f}: {text}");
+    }
+    // Reproducible, signatures included.
+    let again = build(d.path(), "v1-again", &recipe("1.0.0", true));
+    for f in ["uki-a.efi", "uki-b.efi", "systemd-bootx64.efi", "disk.img"] {
+        assert_eq!(sha256sum(&v1.join(f)), sha256sum(&again.join(f)), "{f}");
+    }
+    let b2 = bundle(&v2, &private, &d.path().join("v2.slate"));
+    let vars = enrolled_vars(&tool, &keys, &d.path().join("vars.fd"));
+
+    let disk = d.path().join("disk.img");
+    std::fs::copy(v1.join("disk.img"), &disk).unwrap();
+    let log = d.path().join("console.log");
+    let o = secure_boot_qemu(
+        &disk,
+        &vars,
+        &[&b2],
+        &[
+            "committed:A",
+            "installing:B",
+            "installed:B",
+            "booted:B",
+            "committed:B",
+        ],
+        300,
+        &log,
+    );
+    assert_met(&o, "signed v1 -> signed v2 under Secure Boot");
+    // The kernel saw Secure Boot (it locked itself down), loaded the
+    // signed dm-verity modules and verified each slot's root.
+    let booted = events(&o, "booted");
+    assert_eq!(booted.len(), 2, "{}", describe(&o));
+    for b in &booted {
+        assert_eq!(b["lockdown"], "integrity", "{}", describe(&o));
+    }
+    assert_eq!(booted[0]["verity"], build_verity(&v1)["root_hash_a"]);
+    assert_eq!(booted[1]["verity"], build_verity(&v2)["root_hash_b"]);
+
+    // A bundle whose unified kernel images are not signed with the db key
+    // would leave the firmware at its boot menu: the device refuses it
+    // before its trial exists, and B stays committed.
+    let plain = build(d.path(), "unsigned", &recipe("3.0.0", false));
+    let b3 = bundle(&plain, &private, &d.path().join("unsigned.slate"));
+    let o = secure_boot_qemu(
+        &disk,
+        &vars,
+        &[&b3],
+        &["committed:B", "installing:A", "install_failed:A"],
+        300,
+        &d.path().join("refused.log"),
+    );
+    assert_met(&o, "an unsigned UKI is refused by the device");
+    let reason = install_failure(&o);
+    assert!(
+        reason.contains("uki-a fails this device's Secure Boot check")
+            && reason.contains("not signed"),
+        "{reason}"
+    );
+    assert_no_entry(&disk, "a");
+
+    // The unsigned image's own disk: the firmware refuses its boot loader.
+    let log = d.path().join("unsigned.log");
+    let o = secure_boot_qemu(&plain.join("disk.img"), &vars, &[], &["booted:A"], 45, &log);
+    assert_eq!(o.expectations_met, 0, "{}", describe(&o));
+    let console = String::from_utf8_lossy(&std::fs::read(&log).unwrap()).into_owned();
+    assert!(
+        console.contains("Access Denied") || console.contains("Security Violation"),
+        "the firmware did not refuse the unsigned loader:\n{console}"
+    );
 }

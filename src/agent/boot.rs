@@ -145,6 +145,7 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
                 "verity",
                 json!(super::verity::running_root(&dev.params).map(|v| v.root_hash)),
             ),
+            ("lockdown", json!(super::lockdown::mode())),
         ],
     );
     // Early, before the verdict: an image on a larger disk gets all of it.

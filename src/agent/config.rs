@@ -44,7 +44,15 @@ pub struct AgentConfig {
     pub boot_loader: String,
     /// Watchdog period the initramfs armed, in seconds.
     pub watchdog_secs: u64,
+    /// The Secure Boot db certificate (PEM, in the image) every unified
+    /// kernel image an update installs must be signed with; `None`: the
+    /// image is not built for Secure Boot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure_boot_cert: Option<PathBuf>,
 }
+
+/// Where an image built with `[secure_boot]` carries its db certificate.
+pub const SECURE_BOOT_CERT_PATH: &str = "/etc/slate/secure-boot/db.crt";
 
 impl AgentConfig {
     /// Reads the config.

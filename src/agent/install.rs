@@ -353,6 +353,13 @@ fn plan(
     ) {
         return Ok(Err(reject(r.0, Some(&manifest.version))));
     }
+    if dev.config.secure_boot_cert.is_some() && !carries_ukis(&manifest) {
+        return Ok(Err(reject(
+            "the bundle carries no unified kernel images; this image boots signed ones only ([secure_boot])"
+                .into(),
+            Some(&manifest.version),
+        )));
+    }
     let part = slot_partition(dev, target)?;
     if let Err(reason) = check_slot_fit(&manifest, dev.params.verity.is_some(), target, &part) {
         return Ok(Err(reject(reason, Some(&manifest.version))));
@@ -534,6 +541,7 @@ pub fn install(
         .context("removing the target slot's manifest from /data")?;
     emit_installing(target, &manifest.version, source, delta.as_ref());
 
+    let trusted_cert = secure_boot_cert(dev)?;
     let signed_verity = manifest
         .artifacts
         .iter()
@@ -547,6 +555,7 @@ pub fn install(
         esp: dev.params.esp.as_deref(),
         verity: signed_verity.as_ref(),
         ukis: carries_ukis(&manifest),
+        secure_boot: trusted_cert.as_ref(),
     };
     let written = write_artifacts(reader.as_mut(), &part, &mut flow, &device).or_else(|e| {
         if delta.is_none() || is_sink_error(&e) {
@@ -636,6 +645,8 @@ struct DeviceIds<'a> {
     verity: Option<&'a SlotVerity>,
     /// The bundle boots the slot from a unified kernel image.
     ukis: bool,
+    /// The Secure Boot certificate its image must be signed with.
+    secure_boot: Option<&'a crate::authenticode::TrustedCert>,
 }
 
 /// What `write_artifacts` installed besides the slot.
@@ -669,6 +680,23 @@ fn check_uki_cmdline(text: &str, want: &DeviceIds<'_>) -> std::result::Result<()
         return Err("its dm-verity parameters differ from the signed manifest's".into());
     }
     Ok(())
+}
+
+/// The Secure Boot certificate the image requires updates to be signed
+/// with, if it was built for Secure Boot.
+fn secure_boot_cert(dev: &Device) -> Result<Option<crate::authenticode::TrustedCert>> {
+    dev.config
+        .secure_boot_cert
+        .as_deref()
+        .map(|p| {
+            crate::authenticode::TrustedCert::load(p).with_context(|| {
+                format!(
+                    "loading the image's Secure Boot certificate {}",
+                    p.display()
+                )
+            })
+        })
+        .transpose()
 }
 
 /// Steps 4 and 5: stream every artifact to its place, verified, and read back.
@@ -724,6 +752,15 @@ fn write_artifacts(
                     check_uki_cmdline(text.trim_end_matches(['\0', '\n']), device)
                         .map_err(|e| anyhow::anyhow!("{name} does not fit this device: {e}"))?;
                     uki = Some(text.trim_end_matches(['\0', '\n']).to_string());
+                    if let Some(cert) = device.secure_boot {
+                        // The firmware would refuse it and stop at its boot
+                        // menu: never make such an image a trial.
+                        crate::authenticode::verify_file(&spool_dir.join(name), cert).map_err(
+                            |e| {
+                                anyhow::anyhow!("{name} fails this device's Secure Boot check: {e}")
+                            },
+                        )?;
+                    }
                     f.seek(SeekFrom::Start(0))?;
                 }
                 flow.install_boot_file(target, kind, &mut f, a.size)?;
@@ -1028,6 +1065,7 @@ mod tests {
             esp: Some("e"),
             verity: Some(&v),
             ukis: true,
+            secure_boot: None,
         };
         let line = |slot, root: &str, verity: Option<&SlotVerity>| {
             cmdline::compose("console=ttyS0", slot, root, "D", "e", 60, verity)

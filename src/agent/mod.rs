@@ -14,6 +14,7 @@ pub mod grow;
 pub mod health;
 pub mod install;
 pub mod lock;
+pub mod lockdown;
 pub mod media;
 pub mod state;
 pub mod status;

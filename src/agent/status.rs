@@ -51,6 +51,9 @@ pub struct StatusReport {
     /// The running root's dm-verity device, as the kernel reports it
     /// (`None`: the root is not verified).
     pub root_verity: Option<super::verity::RootVerity>,
+    /// The kernel's lockdown mode (`integrity` when the firmware booted it
+    /// with Secure Boot on; `None`: unknown).
+    pub lockdown: Option<String>,
 }
 
 /// Builds the report from observations (pure).
@@ -85,6 +88,7 @@ pub fn report(dev: &Device, state: &DeviceState, boot: Option<&BootSnapshot>) ->
         update: state.update.word().to_string(),
         failed: state.failed.clone(),
         root_verity: None,
+        lockdown: None,
     }
 }
 
@@ -113,6 +117,7 @@ pub fn gather(config_path: &std::path::Path) -> Result<StatusReport> {
     }
     let mut r = report(&dev, &state, snapshot.as_ref().ok());
     r.root_verity = super::verity::running_root(&dev.params);
+    r.lockdown = super::lockdown::mode();
     Ok(r)
 }
 

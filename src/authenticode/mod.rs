@@ -14,6 +14,7 @@
 //! up to the certificate table.
 
 pub mod der;
+pub mod keys;
 
 use crate::uki::Checksum;
 use der::{NULL, OCTET_STRING, SEQUENCE, cons, oid, set_of, small_int, tlv};
@@ -35,9 +36,12 @@ pub enum SignError {
         /// The OS error.
         source: io::Error,
     },
-    /// The key or certificate is not usable.
+    /// The private key is not usable.
     #[error("{0}")]
     Key(String),
+    /// The certificate is not usable, or not the key's.
+    #[error("{0}")]
+    Cert(String),
     /// The image is not a PE32+ image slate can sign.
     #[error("{0}")]
     Image(String),
@@ -102,23 +106,23 @@ impl SigningKey {
             .ok()
             .filter(|(l, _)| *l == "CERTIFICATE")
             .ok_or_else(|| {
-                SignError::Key(format!(
+                SignError::Cert(format!(
                     "{}: not a PEM certificate (BEGIN CERTIFICATE)",
                     cert_path.display()
                 ))
             })?;
         let _ = label;
         let (issuer, serial, spki) = cert_parts(&cert).ok_or_else(|| {
-            SignError::Key(format!("{}: not an X.509 certificate", cert_path.display()))
+            SignError::Cert(format!("{}: not an X.509 certificate", cert_path.display()))
         })?;
         let public = RsaPublicKey::from_public_key_der(&spki).map_err(|e| {
-            SignError::Key(format!(
+            SignError::Cert(format!(
                 "{}: its public key is not RSA ({e})",
                 cert_path.display()
             ))
         })?;
         if public != key.to_public_key() {
-            return Err(SignError::Key(format!(
+            return Err(SignError::Cert(format!(
                 "{} is not the certificate of {}",
                 cert_path.display(),
                 key_path.display()
@@ -437,6 +441,152 @@ pub fn sign_file(input: &Path, output: &Path, key: &SigningKey) -> Result<(), Si
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// A trusted certificate: the one whose signatures an image accepts.
+pub struct TrustedCert {
+    issuer: Vec<u8>,
+    serial: Vec<u8>,
+    public: RsaPublicKey,
+}
+
+impl TrustedCert {
+    /// Reads a PEM certificate with an RSA key.
+    pub fn load(path: &Path) -> Result<Self, SignError> {
+        let text =
+            std::fs::read_to_string(path).map_err(io_err(format!("reading {}", path.display())))?;
+        let bad = |m: &str| SignError::Cert(format!("{}: {m}", path.display()));
+        let (label, cert) = pem_rfc7468::decode_vec(text.trim().as_bytes())
+            .map_err(|_| bad("not a PEM certificate"))?;
+        if label != "CERTIFICATE" {
+            return Err(bad("not a PEM certificate"));
+        }
+        let (issuer, serial, spki) =
+            cert_parts(&cert).ok_or_else(|| bad("not an X.509 certificate"))?;
+        let public = RsaPublicKey::from_public_key_der(&spki)
+            .map_err(|_| bad("its public key is not RSA"))?;
+        Ok(TrustedCert {
+            issuer,
+            serial,
+            public,
+        })
+    }
+}
+
+/// Checks that the PE image at `path` carries an Authenticode signature by
+/// `trusted` over its current bytes, as the firmware's db check would:
+/// the signer named by issuer and serial number, the RSA PKCS#1 v1.5
+/// SHA-256 signature over the signed attributes, their message digest over
+/// the `SpcIndirectDataContent`, and its image digest over the file.
+pub fn verify_file(path: &Path, trusted: &TrustedCert) -> Result<(), SignError> {
+    let bad = |m: &str| SignError::Image(format!("{}: {m}", path.display()));
+    let mut f = File::open(path).map_err(io_err(format!("opening {}", path.display())))?;
+    let len = f
+        .metadata()
+        .map_err(io_err(format!("reading {}", path.display())))?
+        .len();
+    let layout = pe_layout(&mut f)?;
+    let (at, size) = layout.cert_table;
+    if size < 8 || at.checked_add(size).is_none_or(|e| e > len) || size > 1 << 20 {
+        return Err(bad("it is not signed (no certificate table)"));
+    }
+    let mut table = vec![0u8; size as usize];
+    f.seek(SeekFrom::Start(at))
+        .and_then(|_| f.read_exact(&mut table))
+        .map_err(io_err(format!("reading {}", path.display())))?;
+    let cert_len = le32(&table, 0) as usize;
+    if le16(&table, 4) != 0x0200
+        || le16(&table, 6) != 0x0002
+        || cert_len < 8
+        || cert_len > table.len()
+    {
+        return Err(bad("its certificate table holds no PKCS#7 signature"));
+    }
+    let p7 = &table[8..cert_len];
+    let signed = parse_signed_data(p7).ok_or_else(|| bad("its PKCS#7 signature does not parse"))?;
+    if signed.issuer != trusted.issuer || signed.serial != trusted.serial {
+        return Err(bad("it is signed by another certificate"));
+    }
+    let digest = image_digest(&mut f, len)?;
+    if signed.image_digest != digest {
+        return Err(bad("its bytes differ from what was signed"));
+    }
+    let content_digest: [u8; 32] = Sha256::digest(&signed.content).into();
+    if signed.message_digest != content_digest {
+        return Err(bad("its signed attributes do not match its content"));
+    }
+    trusted
+        .public
+        .verify(
+            Pkcs1v15Sign {
+                hash_len: Some(32),
+                prefix: SHA256_PREFIX.to_vec().into_boxed_slice(),
+            },
+            &Sha256::digest(&signed.attributes_as_set),
+            &signed.signature,
+        )
+        .map_err(|_| bad("its signature does not verify with the trusted certificate"))
+}
+
+/// What a verifier needs from a PKCS#7 Authenticode signature.
+struct ParsedSignature {
+    /// The value of the `SpcIndirectDataContent` (without its header).
+    content: Vec<u8>,
+    image_digest: [u8; 32],
+    issuer: Vec<u8>,
+    serial: Vec<u8>,
+    /// The signed attributes re-tagged as a SET (what was signed).
+    attributes_as_set: Vec<u8>,
+    message_digest: [u8; 32],
+    signature: Vec<u8>,
+}
+
+fn parse_signed_data(b: &[u8]) -> Option<ParsedSignature> {
+    let kids = |e: &der::Element| der::children(b, e);
+    let top = der::read(b, 0)?;
+    let ci = kids(&top)?;
+    if ci.first()?.bytes(b) != oid(oids::SIGNED_DATA).as_slice() {
+        return None;
+    }
+    let signed = *kids(ci.get(1)?)?.first()?;
+    let parts = kids(&signed)?;
+    // version, digestAlgorithms, contentInfo, [0] certificates?, [1] crls?, signerInfos
+    let encap = kids(parts.get(2)?)?;
+    if encap.first()?.bytes(b) != oid(oids::SPC_INDIRECT_DATA).as_slice() {
+        return None;
+    }
+    let indirect = *kids(encap.get(1)?)?.first()?;
+    let digest_info = *kids(&indirect)?.get(1)?;
+    let di = kids(&digest_info)?;
+    if kids(di.first()?)?.first()?.bytes(b) != oid(oids::SHA256).as_slice() {
+        return None;
+    }
+    let image_digest: [u8; 32] = b[di.get(1)?.content..di.get(1)?.end].try_into().ok()?;
+    let signer_infos = parts.last()?;
+    let signer = *kids(signer_infos)?.first()?;
+    let si = kids(&signer)?;
+    let ias = kids(si.get(1)?)?;
+    let attrs = si.get(3).filter(|e| e.tag == 0xA0)?;
+    let mut message_digest = None;
+    for a in kids(attrs)? {
+        let ak = kids(&a)?;
+        if ak.first()?.bytes(b) == oid(oids::MESSAGE_DIGEST).as_slice() {
+            let v = *kids(ak.get(1)?)?.first()?;
+            message_digest = b[v.content..v.end].try_into().ok();
+        }
+    }
+    let mut attributes_as_set = attrs.bytes(b).to_vec();
+    attributes_as_set[0] = der::SET;
+    let sig = si.get(5)?;
+    Some(ParsedSignature {
+        content: b[indirect.content..indirect.end].to_vec(),
+        image_digest,
+        issuer: ias.first()?.bytes(b).to_vec(),
+        serial: ias.get(1)?.bytes(b).to_vec(),
+        attributes_as_set,
+        message_digest: message_digest?,
+        signature: b[sig.content..sig.end].to_vec(),
+    })
 }
 
 #[cfg(test)]

@@ -338,11 +338,21 @@ pub fn build(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<BuildOutput, 
         work.path(),
         status,
     )?;
+    let chain = BootChain {
+        signed_loader: sign_boot_chain(
+            &inputs.recipe,
+            &unpacked,
+            ukis.as_ref(),
+            work.path(),
+            status,
+        )?,
+        ukis,
+    };
     write_disk_image(
         &inputs.recipe,
         &unpacked,
         &fs,
-        ukis.as_ref(),
+        &chain,
         trees.watchdog_secs,
         work.path(),
         status,
@@ -358,7 +368,7 @@ pub fn build(opts: &BuildOptions, status: &dyn Fn(&str)) -> Result<BuildOutput, 
         &inputs,
         unpacked.epoch,
         fs.rootfs_record,
-        ukis.is_some(),
+        chain.ukis.is_some(),
         work.path(),
         status,
     )?;
@@ -489,6 +499,10 @@ fn agent_config(recipe: &Recipe, watchdog_secs: u64) -> AgentConfig {
         esp_mount: "/efi".into(),
         boot_loader: "systemd-boot".into(),
         watchdog_secs,
+        secure_boot_cert: recipe
+            .secure_boot
+            .as_ref()
+            .map(|_| crate::agent::config::SECURE_BOOT_CERT_PATH.into()),
     }
 }
 
@@ -734,27 +748,45 @@ fn write_ukis(
     .map(Some)
 }
 
-/// Stage 5b: the ESP (boot loader, each slot's kernel and initramfs or its
-/// unified kernel image, an entry per slot) and the GPT disk around it.
-fn write_disk_image(
+/// Stage 5 outputs besides the disk: each slot's unified kernel image and
+/// the signed boot loader, when the recipe asks for them.
+struct BootChain {
+    ukis: Option<[PathBuf; 2]>,
+    signed_loader: Option<PathBuf>,
+}
+
+/// File name of the signed boot loader in a build directory.
+pub const SIGNED_LOADER: &str = "systemd-bootx64.efi";
+
+/// Stage 5b: with `[secure_boot]`, signs both unified kernel images in
+/// place and a copy of systemd-boot (returned) with the recipe's db key.
+fn sign_boot_chain(
     recipe: &Recipe,
     unpacked: &UnpackedInputs,
-    fs: &Filesystems,
     ukis: Option<&[PathBuf; 2]>,
-    watchdog_secs: u64,
     w: &Path,
     status: &dyn Fn(&str),
-) -> Result<(), ComposeError> {
-    status("writing disk image");
-    let ids = DiskIds::derive(&recipe.name);
-    let verity = rootfs_verity(fs)?;
-    let entry = |slot: SlotId| EntrySpec {
-        title: format!("{} {} (slot {slot})", recipe.name, recipe.version),
-        version: recipe.version.to_string(),
-        options: slot_cmdline(recipe, &ids, watchdog_secs, &verity, slot),
-        uki: ukis.is_some(),
+) -> Result<Option<PathBuf>, ComposeError> {
+    let Some(signer) = super::preflight::check_secure_boot(recipe)? else {
+        return Ok(None);
     };
-    let (loader, loader_size) = staged_file(
+    status("signing the boot chain for Secure Boot");
+    let sign = |input: &Path, output: &Path| {
+        crate::authenticode::sign_file(input, output, &signer)
+            .map_err(|e| ComposeError::Other(format!("signing {}: {e}", input.display())))
+    };
+    for uki in ukis.into_iter().flatten() {
+        sign(uki, uki)?;
+    }
+    let (loader, _) = loader_file(unpacked)?;
+    let out = w.join(SIGNED_LOADER);
+    sign(&loader, &out)?;
+    Ok(Some(out))
+}
+
+/// systemd-boot as the locked systemd-boot-efi package ships it.
+fn loader_file(unpacked: &UnpackedInputs) -> Result<(PathBuf, u64), ComposeError> {
+    staged_file(
         &unpacked.boot_pkgs,
         crate::boot_env::systemd_boot::PACKAGE_BINARY,
     )
@@ -763,11 +795,39 @@ fn write_disk_image(
             "systemd-boot-efi has no {}",
             crate::boot_env::systemd_boot::PACKAGE_BINARY
         ))
-    })?;
+    })
+}
+
+/// Stage 5c: the ESP (boot loader, each slot's kernel and initramfs or its
+/// unified kernel image, an entry per slot) and the GPT disk around it.
+fn write_disk_image(
+    recipe: &Recipe,
+    unpacked: &UnpackedInputs,
+    fs: &Filesystems,
+    chain: &BootChain,
+    watchdog_secs: u64,
+    w: &Path,
+    status: &dyn Fn(&str),
+) -> Result<(), ComposeError> {
+    status("writing disk image");
+    let ukis = chain.ukis.as_ref();
+    let signed_loader = chain.signed_loader.as_deref();
+    let ids = DiskIds::derive(&recipe.name);
+    let verity = rootfs_verity(fs)?;
+    let entry = |slot: SlotId| EntrySpec {
+        title: format!("{} {} (slot {slot})", recipe.name, recipe.version),
+        version: recipe.version.to_string(),
+        options: slot_cmdline(recipe, &ids, watchdog_secs, &verity, slot),
+        uki: ukis.is_some(),
+    };
     let size_of = |p: &Path| {
         std::fs::metadata(p)
             .map(|m| m.len())
             .map_err(|e| ComposeError::io("reading", p, e))
+    };
+    let (loader, loader_size) = match signed_loader {
+        Some(p) => (p.to_path_buf(), size_of(p)?),
+        None => loader_file(unpacked)?,
     };
     let boot = match ukis {
         Some([a, b]) => SlotBoot::Uki([
@@ -903,6 +963,9 @@ fn write_manifest(
     ]
     .map(String::from)
     .to_vec();
+    if w.join(SIGNED_LOADER).exists() {
+        synced.push(SIGNED_LOADER.into());
+    }
     if ukis {
         for slot in SlotId::ALL {
             let file = super::uki::file_name(slot);

@@ -90,9 +90,32 @@ fn read_head(path: &Path, n: usize) -> std::io::Result<Vec<u8>> {
 /// problems that do not stop the build.
 pub fn check_inputs(recipe: &Recipe, warn: &dyn Fn(&str)) -> Result<(), ComposeError> {
     check_keys(recipe, warn)?;
+    check_secure_boot(recipe)?;
     check_kernel(recipe)?;
     check_files(recipe)?;
     super::runtime::authorized_keys(recipe).map(|_| ())
+}
+
+/// The Secure Boot key and certificate load and belong together; returns
+/// the loaded signer.
+pub fn check_secure_boot(
+    recipe: &Recipe,
+) -> Result<Option<crate::authenticode::SigningKey>, ComposeError> {
+    use crate::authenticode::{SignError, SigningKey};
+    let Some(sb) = &recipe.secure_boot else {
+        return Ok(None);
+    };
+    let (key, cert) = (resolve(recipe, &sb.key), resolve(recipe, &sb.cert));
+    SigningKey::load(&key, &cert).map(Some).map_err(|e| {
+        let field = match &e {
+            SignError::Cert(_) => "secure_boot.cert",
+            SignError::Io { context, .. } if context.ends_with(&cert.display().to_string()) => {
+                "secure_boot.cert"
+            }
+            _ => "secure_boot.key",
+        };
+        recipe.error(field, e.to_string()).into()
+    })
 }
 
 fn check_keys(recipe: &Recipe, warn: &dyn Fn(&str)) -> Result<(), ComposeError> {

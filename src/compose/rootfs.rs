@@ -304,6 +304,27 @@ pub fn rootfs_tree(recipe: &Recipe, inputs: &RootfsInputs<'_>) -> Result<Tree, C
         )?;
     }
 
+    if let Some(sb) = &recipe.secure_boot {
+        // The public certificate only: the agent checks updates against it.
+        let host = resolve(recipe, &sb.cert);
+        let size = std::fs::metadata(&host)
+            .map_err(|e| {
+                ComposeError::Recipe(recipe.error(
+                    "secure_boot.cert",
+                    format!("cannot read {}: {e}", host.display()),
+                ))
+            })?
+            .len();
+        put(
+            &mut tree,
+            crate::agent::config::SECURE_BOOT_CERT_PATH,
+            Node {
+                kind: NodeKind::File(FileData::host(host, size)),
+                meta: dir_meta(0o644, mtime),
+            },
+        )?;
+    }
+
     super::runtime::add_files(recipe, &mut tree, mtime)?;
 
     // As it is: the SBOM names it by its host path and digest.

@@ -60,6 +60,8 @@ pub struct Machine {
     pub firmware_code: PathBuf,
     /// This run's copy of the OVMF variable store (pflash unit 1).
     pub firmware_vars: PathBuf,
+    /// The firmware is OVMF's Secure Boot build: SMM on, pflash secure.
+    pub secure_boot: bool,
     /// The raw system disk.
     pub disk: PathBuf,
     /// Keep `disk` unchanged.
@@ -81,16 +83,28 @@ impl Machine {
     pub fn args(&self) -> Vec<OsString> {
         let mut args: Vec<OsString> = Vec::new();
         let mut push = |parts: &[&OsStr]| args.extend(parts.iter().map(|p| p.to_os_string()));
+        let machine = if self.secure_boot {
+            "q35,smm=on"
+        } else {
+            "q35"
+        };
         push(&[
             "-nodefaults".as_ref(),
             "-no-user-config".as_ref(),
             "-machine".as_ref(),
-            "q35".as_ref(),
+            machine.as_ref(),
             "-accel".as_ref(),
             self.accel.as_str().as_ref(),
         ]);
         if self.accel == Accel::Kvm {
             push(&["-cpu".as_ref(), "host".as_ref()]);
+        }
+        if self.secure_boot {
+            // Only SMM code may write the variable store (the keys).
+            push(&[
+                "-global".as_ref(),
+                "driver=cfi.pflash01,property=secure,value=on".as_ref(),
+            ]);
         }
         let memory = self.memory_mib.to_string();
         push(&[
@@ -194,6 +208,7 @@ mod tests {
             memory_mib: 512,
             firmware_code: "/fw/OVMF_CODE_4M.fd".into(),
             firmware_vars: "/tmp/run/OVMF_VARS_4M.fd".into(),
+            secure_boot: false,
             disk: "/img/disk.img".into(),
             snapshot: false,
             updates: Vec::new(),
@@ -243,6 +258,20 @@ mod tests {
         });
         assert_eq!(values(&args, "-accel"), ["kvm"]);
         assert_eq!(values(&args, "-cpu"), ["host"]);
+    }
+
+    #[test]
+    fn secure_boot_turns_on_smm_and_secure_flash() {
+        let args = strings(&Machine {
+            secure_boot: true,
+            ..machine()
+        });
+        assert_eq!(values(&args, "-machine"), ["q35,smm=on"]);
+        assert_eq!(
+            values(&args, "-global"),
+            ["driver=cfi.pflash01,property=secure,value=on"]
+        );
+        assert!(values(&strings(&machine()), "-global").is_empty());
     }
 
     #[test]

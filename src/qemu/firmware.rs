@@ -12,6 +12,8 @@ pub const DIR_ENV: &str = "SLATE_OVMF_DIR";
 pub const CODE_FILE: &str = "OVMF_CODE_4M.fd";
 /// Variable store template, copied per run and mapped as pflash unit 1.
 pub const VARS_FILE: &str = "OVMF_VARS_4M.fd";
+/// Firmware code with Secure Boot (needs SMM and a secure pflash).
+pub const SECURE_CODE_FILE: &str = "OVMF_CODE_4M.secboot.fd";
 
 /// The two OVMF files a run needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +22,8 @@ pub struct Firmware {
     pub code: PathBuf,
     /// `OVMF_VARS_4M.fd` (never written: each run uses a copy).
     pub vars_template: PathBuf,
+    /// Whether `code` is the Secure Boot build.
+    pub secure_boot: bool,
 }
 
 impl Firmware {
@@ -44,6 +48,23 @@ impl Firmware {
         Ok(Self {
             code,
             vars_template,
+            secure_boot: false,
+        })
+    }
+
+    /// The Secure Boot firmware of the same directory, with `vars` (a store
+    /// with keys enrolled) as the template.
+    pub fn secure_boot(self, vars: &Path) -> Result<Self, QemuError> {
+        let code = self.code.with_file_name(SECURE_CODE_FILE);
+        for path in [&code, &vars.to_path_buf()] {
+            if !path.is_file() {
+                return Err(QemuError::FirmwareMissing { path: path.clone() });
+            }
+        }
+        Ok(Self {
+            code,
+            vars_template: vars.to_path_buf(),
+            secure_boot: true,
         })
     }
 }

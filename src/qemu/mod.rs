@@ -72,6 +72,10 @@ pub struct QemuOptions {
     pub net: Option<net::UserNet>,
     /// Lines typed on the serial console once their event was seen.
     pub type_after: Vec<typing::ConsoleInput>,
+    /// Boot with OVMF's Secure Boot firmware (SMM on) and this variable
+    /// store as the template of the run's copy: one with the image's db
+    /// certificate enrolled and Secure Boot enabled.
+    pub secure_boot_vars: Option<PathBuf>,
 }
 
 /// Writes the system disk refuses with EIO: every write touching one
@@ -131,6 +135,7 @@ impl QemuOptions {
             io_error: None,
             net: None,
             type_after: Vec::new(),
+            secure_boot_vars: None,
         }
     }
 }

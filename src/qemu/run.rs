@@ -159,7 +159,10 @@ pub fn run_with(opts: &QemuOptions, observer: &mut dyn Observer) -> Result<QemuO
 /// Finds the firmware, picks the accelerator and watchdog syntax, and copies
 /// the firmware's variable store into `work`.
 fn prepare_machine(opts: &QemuOptions, qemu: &Path, work: &Path) -> Result<Machine, QemuError> {
-    let firmware = Firmware::locate()?;
+    let mut firmware = Firmware::locate()?;
+    if let Some(vars) = &opts.secure_boot_vars {
+        firmware = firmware.secure_boot(vars)?;
+    }
     let accel = match opts.accel {
         Some(accel) => accel,
         None => Accel::detect()?,
@@ -186,6 +189,7 @@ fn prepare_machine(opts: &QemuOptions, qemu: &Path, work: &Path) -> Result<Machi
         memory_mib: opts.memory_mib,
         firmware_code: firmware.code,
         firmware_vars: vars,
+        secure_boot: firmware.secure_boot,
         disk: opts.disk.clone(),
         snapshot: opts.snapshot,
         updates: opts.updates.clone(),

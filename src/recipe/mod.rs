@@ -309,7 +309,18 @@ pub struct Recipe {
     pub debug: DebugSpec,
     /// Writable `/var` and `/etc` paths.
     pub state: StateSpec,
+    /// Secure Boot signing of the boot loader and the unified kernel images.
+    pub secure_boot: Option<SecureBootSpec>,
     lines: BTreeMap<String, usize>,
+}
+
+/// `[secure_boot]`: the db key and certificate the boot chain is signed with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecureBootSpec {
+    /// PKCS#8 RSA private key (PEM), relative to the recipe.
+    pub key: PathBuf,
+    /// Its X.509 certificate (PEM), the one enrolled in the firmware's db.
+    pub cert: PathBuf,
 }
 
 impl Recipe {
@@ -473,6 +484,7 @@ impl Cx<'_> {
         self.ntp_account(ntp, &mut users, &mut groups)?;
         self.service_users(&raw.service, &users)?;
         rootfs.overlays = self.overlays(&raw.rootfs.overlays, &users, &groups, &mut lines)?;
+        let secure_boot = self.secure_boot(raw.secure_boot.as_ref(), &kernel, &mut lines)?;
         Ok(Recipe {
             path: self.path.to_path_buf(),
             name: image.name,
@@ -490,8 +502,41 @@ impl Cx<'_> {
             network,
             debug,
             state,
+            secure_boot,
             lines: lines.0,
         })
+    }
+
+    /// `[secure_boot]`: only with unified kernel images, which carry the
+    /// kernel, the initramfs and the command line under one signature.
+    fn secure_boot(
+        &self,
+        raw: Option<&Spanned<raw::RawSecureBoot>>,
+        kernel: &KernelSpec,
+        lines: &mut Lines,
+    ) -> Result<Option<SecureBootSpec>, RecipeError> {
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        lines.mark(self, "secure_boot", raw.span());
+        let sb = raw.get_ref();
+        if !kernel.uki {
+            return Err(self.err(
+                Some(raw.span()),
+                "secure_boot: needs kernel.uki = true (the signed unified kernel image carries \
+                 the kernel, the initramfs and the command line)",
+            ));
+        }
+        for (field, v) in [("secure_boot.key", &sb.key), ("secure_boot.cert", &sb.cert)] {
+            if v.get_ref().is_empty() {
+                return Err(self.field_err(v, field, "must name a file"));
+            }
+            lines.mark(self, field, v.span());
+        }
+        Ok(Some(SecureBootSpec {
+            key: PathBuf::from(sb.key.get_ref()),
+            cert: PathBuf::from(sb.cert.get_ref()),
+        }))
     }
 
     /// `[image]`
@@ -1538,6 +1583,22 @@ security_version = 2
             .to_string();
         assert!(e.starts_with("recipes/t.toml:26:"), "{e}");
         assert!(e.contains("unknown field `slots`"), "{e}");
+    }
+
+    #[test]
+    fn secure_boot_needs_unified_images() {
+        let sb = "\n[secure_boot]\nkey = \"sb/db.key\"\ncert = \"sb/db.crt\"\n";
+        let e = parse(&format!("{GOOD}{sb}")).unwrap_err().to_string();
+        assert!(e.contains("secure_boot: needs kernel.uki = true"), "{e}");
+        let uki = GOOD.replace("[kernel]\n", "[kernel]\nuki = true\n");
+        let r = parse(&format!("{uki}{sb}")).unwrap();
+        assert!(r.kernel.uki);
+        let spec = r.secure_boot.unwrap();
+        assert_eq!(spec.cert, PathBuf::from("sb/db.crt"));
+        let e = parse(&format!("{uki}\n[secure_boot]\nkey = \"k\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cert"), "{e}");
     }
 
     #[test]

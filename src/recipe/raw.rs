@@ -29,6 +29,14 @@ pub struct RawRecipe {
     pub debug: Option<Spanned<super::runtime::RawDebug>>,
     #[serde(default)]
     pub state: super::runtime::RawState,
+    pub secure_boot: Option<Spanned<RawSecureBoot>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecureBoot {
+    pub key: Spanned<String>,
+    pub cert: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -519,6 +519,24 @@ pub fn esp_entries(disk: &Path) -> Vec<String> {
     names
 }
 
+/// The reason of the run's first `install_failed` event.
+pub fn install_failure(o: &QemuOutcome) -> String {
+    events(o, "install_failed")
+        .first()
+        .and_then(|e| e["reason"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Asserts that `slot` (`a` or `b`) has no boot entry on `disk`'s ESP.
+pub fn assert_no_entry(disk: &Path, slot: &str) {
+    let entries = esp_entries(disk);
+    assert!(
+        entries.iter().all(|e| !e.contains(&format!("-{slot}"))),
+        "slot {slot} has an entry: {entries:?}"
+    );
+}
+
 /// What `fsck.fat -n` says after any power cut while Linux had the ESP
 /// mounted read-write, and that is not damage: Linux sets the volume's
 /// dirty flag (boot sector offset 65, so the backup boot sector differs
