@@ -110,10 +110,7 @@ pub struct QemuArgs {
     /// Type TEXT and Enter on the console once EVENT is seen (repeatable)
     #[arg(long, value_name = "EVENT=TEXT")]
     pub type_after: Vec<crate::qemu::typing::ConsoleInput>,
-    /// Boot with OVMF's Secure Boot firmware (OVMF_CODE_4M.secboot.fd, SMM
-    /// on), starting from VARS: a variable store with the image's db
-    /// certificate enrolled and Secure Boot enabled (e.g. made with
-    /// virt-fw-vars; docs/verity.md). VARS itself is never written.
+    /// Secure Boot: OVMF secboot firmware, SMM, VARS as store (read-only)
     #[arg(long, value_name = "VARS")]
     pub secure_boot: Option<PathBuf>,
 }
