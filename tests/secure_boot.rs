@@ -10,7 +10,9 @@ mod images;
 mod scenarios;
 
 use images::{Recipe, build, build_verity, bundle, keygen, run_ok, sha256sum, slate};
-use scenarios::{assert_met, assert_no_entry, describe, events, install_failure};
+use scenarios::{
+    assert_fell_back_to_a, assert_met, assert_no_entry, describe, events, install_failure,
+};
 use slate::authenticode::{SigningKey, TrustedCert, sign_file, verify_file};
 use slate::qemu::{QemuOptions, run};
 use std::path::{Path, PathBuf};
@@ -170,6 +172,7 @@ fn secure_boot_qemu(
     expect: &[&str],
     timeout: u64,
     log: &Path,
+    nvram: Option<&Path>,
 ) -> slate::qemu::QemuOutcome {
     let mut opts = QemuOptions::new(disk);
     opts.updates = updates.iter().map(|p| p.to_path_buf()).collect();
@@ -177,6 +180,7 @@ fn secure_boot_qemu(
     opts.timeout = Duration::from_secs(timeout);
     opts.console_log = Some(log.to_path_buf());
     opts.secure_boot_vars = Some(vars.to_path_buf());
+    opts.nvram = nvram.map(Path::to_path_buf);
     run(&opts).expect("QEMU could not run")
 }
 
@@ -266,6 +270,7 @@ fn signed_boot_chain_boots_and_updates_under_secure_boot() {
         ],
         300,
         &log,
+        None,
     );
     assert_met(&o, "signed v1 -> signed v2 under Secure Boot");
     // The kernel saw Secure Boot (it locked itself down), loaded the
@@ -290,6 +295,7 @@ fn signed_boot_chain_boots_and_updates_under_secure_boot() {
         &["committed:B", "installing:A", "install_failed:A"],
         300,
         &d.path().join("refused.log"),
+        None,
     );
     assert_met(&o, "an unsigned UKI is refused by the device");
     let reason = install_failure(&o);
@@ -302,11 +308,191 @@ fn signed_boot_chain_boots_and_updates_under_secure_boot() {
 
     // The unsigned image's own disk: the firmware refuses its boot loader.
     let log = d.path().join("unsigned.log");
-    let o = secure_boot_qemu(&plain.join("disk.img"), &vars, &[], &["booted:A"], 45, &log);
+    let o = secure_boot_qemu(
+        &plain.join("disk.img"),
+        &vars,
+        &[],
+        &["booted:A"],
+        45,
+        &log,
+        None,
+    );
     assert_eq!(o.expectations_met, 0, "{}", describe(&o));
     let console = String::from_utf8_lossy(&std::fs::read(&log).unwrap()).into_owned();
     assert!(
         console.contains("Access Denied") || console.contains("Security Violation"),
         "the firmware did not refuse the unsigned loader:\n{console}"
     );
+}
+
+/// The firmware's boot options in `BootOrder` order, as (title, device
+/// path), printed by virt-fw-vars from the variable store `vars`.
+fn firmware_boot_order(tool: &Path, vars: &Path) -> Vec<(String, String)> {
+    let o = Command::new(tool)
+        .arg("--input")
+        .arg(vars)
+        .arg("--print")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                (k.trim() == name).then(|| v.trim().to_string())
+            })
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    };
+    let order = field("BootOrder");
+    let order = order
+        .strip_prefix("boot order:")
+        .unwrap_or(&order)
+        .to_string();
+    order
+        .split([',', ' '])
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            let entry = field(&format!("Boot{n}"));
+            let title = entry
+                .split_once("title=\"")
+                .and_then(|(_, t)| t.split_once('"'))
+                .map(|(t, _)| t.to_string())
+                .unwrap_or_else(|| panic!("Boot{n}: {entry}"));
+            let path = entry.split_once("devpath=").map_or("", |(_, p)| p);
+            (title, path.to_string())
+        })
+        .collect()
+}
+
+/// Flips a byte of the `.cmdline` of `uki` where it lies in partition 1
+/// (the ESP) of `disk`: the file's signature no longer matches.
+fn tamper_esp_copy(disk: &Path, uki: &Path) {
+    let cmdline =
+        slate::uki::read_section(&mut std::fs::File::open(uki).unwrap(), ".cmdline", 4096)
+            .unwrap()
+            .expect("a .cmdline section");
+    let (start, len) = images::partition_range(disk, 1);
+    let esp = {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open(disk).unwrap();
+        f.seek(SeekFrom::Start(start)).unwrap();
+        let mut b = vec![0; len as usize];
+        f.read_exact(&mut b).unwrap();
+        b
+    };
+    let at: Vec<usize> = esp
+        .windows(cmdline.len())
+        .enumerate()
+        .filter(|(_, w)| *w == cmdline.as_slice())
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(at.len(), 1, "{} on the ESP: {at:?}", uki.display());
+    images::flip_bit(disk, start + at[0] as u64 + 8);
+}
+
+/// A UKI changed on the ESP after its install (someone with the disk):
+/// the firmware refuses it, systemd-boot returns to the firmware with that
+/// try counted, the firmware starts the next boot option, and once B's
+/// tries are spent the loader falls back to A, which commits with a
+/// `rollback` naming B.
+#[test]
+fn tampered_uki_is_refused_by_the_firmware_and_the_device_falls_back() {
+    let test = "secure_boot_tampered_uki";
+    if scenarios::skip(test) || skip(test) {
+        return;
+    }
+    let Some(tool) = virt_fw_vars() else {
+        images::shared::skipped(test, "virt-fw-vars (PyPI virt-firmware) is missing");
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let keys = d.path().join("sb");
+    run_ok(slate().args(["keygen", "--secure-boot"]).arg(&keys));
+    let (private, public) = keygen(d.path(), "k");
+    let recipe = |version: &str| {
+        let mut r = Recipe {
+            uki: true,
+            ..Recipe::counter(version, &public)
+        };
+        r.extra.push_str(&format!(
+            "\n[secure_boot]\nkey = {:?}\ncert = {:?}\n",
+            keys.join("db.key").display().to_string(),
+            keys.join("db.crt").display().to_string()
+        ));
+        r
+    };
+    let v1 = build(d.path(), "v1", &recipe("1.0.0"));
+    let v2 = build(d.path(), "v2", &recipe("2.0.0"));
+    let b2 = bundle(&v2, &private, &d.path().join("v2.slate"));
+    let vars = enrolled_vars(&tool, &keys, &d.path().join("vars.fd"));
+    let disk = d.path().join("disk.img");
+    std::fs::copy(v1.join("disk.img"), &disk).unwrap();
+    let nvram = d.path().join("nvram.fd");
+    let o = secure_boot_qemu(
+        &disk,
+        &vars,
+        &[&b2],
+        &["committed:A", "installed:B"],
+        240,
+        &d.path().join("install.log"),
+        Some(&nvram),
+    );
+    assert_met(&o, "v1 installs v2 into B");
+    // The agent put one firmware boot option per try (tries + 1) of the
+    // disk's loader at the head of the boot order; virt-fw-vars reads them
+    // back from the variable store the firmware kept.
+    let written = events(&o, "boot_options");
+    assert_eq!(written.len(), 1, "{}", describe(&o));
+    assert_eq!(written[0]["written"], 3, "{}", describe(&o));
+    let order = firmware_boot_order(&tool, &nvram);
+    let head: Vec<&str> = order.iter().take(3).map(|(t, _)| t.as_str()).collect();
+    assert_eq!(head, ["slate 1", "slate 2", "slate 3"], "{order:?}");
+    for (title, path) in &order[..3] {
+        assert_eq!(
+            path, r"Partition(nr=1)/FilePath(\EFI\BOOT\BOOTX64.EFI)",
+            "{title}"
+        );
+    }
+    assert_eq!(
+        order
+            .iter()
+            .filter(|(t, _)| t.starts_with("slate "))
+            .count(),
+        3,
+        "{order:?}"
+    );
+    tamper_esp_copy(&disk, &v2.join("uki-b.efi"));
+
+    let log = d.path().join("tampered.log");
+    let o = secure_boot_qemu(
+        &disk,
+        &vars,
+        &[],
+        &["booted:A", "rollback", "committed:A"],
+        300,
+        &log,
+        Some(&nvram),
+    );
+    assert_met(&o, "the refused UKI falls back");
+    assert_fell_back_to_a(&o, "2.0.0");
+    let console = String::from_utf8_lossy(&std::fs::read(&log).unwrap()).into_owned();
+    assert!(
+        console.contains("Access Denied") || console.contains("Security Violation"),
+        "the firmware did not refuse B's UKI:\n{console}"
+    );
+    // The firmware itself went through the agent's options, each naming
+    // this disk's ESP by its GPT GUID (OVMF prints the device path).
+    let esp = format!("HD(1,GPT,{},", images::partition_guid(&disk, 1));
+    for n in 1..=3 {
+        let started = console.lines().any(|l| {
+            l.contains("BdsDxe: starting Boot")
+                && l.contains(&format!("\"slate {n}\""))
+                && l.to_ascii_uppercase().contains(&esp)
+        });
+        assert!(
+            started,
+            "the firmware never started \"slate {n}\" on {esp}:\n{console}"
+        );
+    }
 }

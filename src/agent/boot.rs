@@ -204,6 +204,9 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
             if let Err(e) = watchdog::disarm() {
                 eprintln!("slate-agent: stopping the watchdog: {e}");
             }
+            if ledger.persistent {
+                keep_boot_options(&dev);
+            }
             // Services can wait for this (like systemd's boot-complete).
             let _ = std::fs::create_dir_all("/run/slate")
                 .and_then(|()| std::fs::write(COMMITTED_MARKER, format!("{booted}\n")));
@@ -250,6 +253,47 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Makes the firmware's boot order start with one option per try of this
+/// disk's loader ([`super::firmware`]), so that an image the firmware
+/// refuses falls back too; reported when something changed or failed,
+/// never fatal.
+fn keep_boot_options(dev: &Device) {
+    let result = (|| -> Result<Option<crate::boot_env::uefi::BootOptionsPlan>> {
+        let Some(vars) = super::firmware::EfiVars::open()? else {
+            return Ok(None);
+        };
+        let guid = dev
+            .params
+            .esp
+            .as_deref()
+            .context("no slate.esp= on the command line")?;
+        let loader = super::firmware::loader_on(&system::partition_by_guid(guid)?)?;
+        super::firmware::ensure_boot_options(&vars, &loader, dev.config.tries).map(Some)
+    })();
+    match result {
+        Ok(Some(plan)) if !plan.is_empty() => {
+            let order = plan.order.as_ref().map(|o| {
+                o.iter()
+                    .map(|n| crate::boot_env::uefi::boot_variable(*n))
+                    .collect::<Vec<_>>()
+            });
+            emit(
+                "boot_options",
+                &[
+                    ("written", json!(plan.write.len())),
+                    ("deleted", json!(plan.delete.len())),
+                    ("order", json!(order)),
+                ],
+            );
+        }
+        Ok(_) => {}
+        Err(e) => emit(
+            "warning",
+            &[("reason", json!(format!("firmware boot options: {e:#}")))],
+        ),
+    }
 }
 
 /// Loads the state; unreadable state is reported and kept out of every

@@ -1005,6 +1005,9 @@ mod tests {
             name: "root-b".into(),
             guid: "g".into(),
             size,
+            number: 3,
+            first_lba: 0,
+            last_lba: 0,
         };
         // 256 data blocks need 3 hash blocks (2 for their digests, 1 above).
         let need = (256 + 3) * 4096;

@@ -10,6 +10,7 @@ pub mod delta;
 pub mod discoverable;
 pub mod events;
 pub mod fault;
+pub mod firmware;
 pub mod grow;
 pub mod health;
 pub mod install;

@@ -18,6 +18,12 @@ pub struct BlockPartition {
     pub guid: String,
     /// Size in bytes.
     pub size: u64,
+    /// Partition number (1-based).
+    pub number: u32,
+    /// First LBA, in the disk's logical blocks.
+    pub first_lba: u64,
+    /// Last LBA (inclusive).
+    pub last_lba: u64,
 }
 
 /// All GPT partitions of all disks, via /sys/class/block.
@@ -55,6 +61,9 @@ pub fn partitions() -> Result<Vec<BlockPartition>> {
                 name: p.name.clone(),
                 guid: p.guid.to_string().to_ascii_lowercase(),
                 size: (p.last_lba + 1 - p.first_lba) * block_size,
+                number: p.number,
+                first_lba: p.first_lba,
+                last_lba: p.last_lba,
             });
         }
     }

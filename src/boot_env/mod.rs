@@ -5,6 +5,7 @@
 //! then mark it good (commit) or bad (fall back).
 
 pub mod systemd_boot;
+pub mod uefi;
 
 use std::fmt;
 use std::io::Read;

@@ -110,6 +110,11 @@ pub struct QemuArgs {
     /// Type TEXT and Enter on the console once EVENT is seen (repeatable)
     #[arg(long, value_name = "EVENT=TEXT")]
     pub type_after: Vec<crate::qemu::typing::ConsoleInput>,
+
+    /// Keep firmware variables in FILE across runs (made if missing)
+    #[arg(long, value_name = "FILE")]
+    pub nvram: Option<PathBuf>,
+
     /// Secure Boot: OVMF secboot firmware, SMM, VARS as store (read-only)
     #[arg(long, value_name = "VARS")]
     pub secure_boot: Option<PathBuf>,
@@ -139,6 +144,7 @@ impl QemuArgs {
             }),
             type_after: self.type_after.clone(),
             secure_boot_vars: self.secure_boot.clone(),
+            nvram: self.nvram.clone(),
             ..QemuOptions::new(&self.disk)
         }
     }
@@ -289,6 +295,7 @@ mod tests {
         assert_eq!(o.memory_mib, 512);
         assert!(!o.snapshot && !a.json);
         assert!(o.kill_after.is_none() && o.updates.is_empty() && o.console_log.is_none());
+        assert!(o.nvram.is_none() && o.secure_boot_vars.is_none());
     }
 
     #[test]
@@ -313,6 +320,8 @@ mod tests {
             "c.log",
             "--memory",
             "1024",
+            "--nvram",
+            "vars.fd",
         ])
         .unwrap();
         let o = a.options();
@@ -330,6 +339,7 @@ mod tests {
         );
         assert_eq!(o.console_log, Some(PathBuf::from("c.log")));
         assert_eq!(o.memory_mib, 1024);
+        assert_eq!(o.nvram, Some(PathBuf::from("vars.fd")));
     }
 
     #[test]

@@ -8,8 +8,9 @@ use crate::tree::{DeviceNumber, FileData, Metadata, Node, NodeKind, Timestamp, T
 use std::path::Path;
 
 /// Modules added to every image when the kernel has them: the ESP's
-/// filesystem and code pages, so the agent can update boot entries.
-pub const ESP_MODULES: &[&str] = &["vfat", "nls_cp437", "nls_ascii", "nls_utf8"];
+/// filesystem and code pages, so the agent can update boot entries, and
+/// efivarfs, so it can keep the firmware's boot options.
+pub const ESP_MODULES: &[&str] = &["vfat", "nls_cp437", "nls_ascii", "nls_utf8", "efivarfs"];
 
 /// The modules `/init` needs to open the root through dm-verity (their
 /// dependencies, dm-mod, dm-bufio and reed_solomon, come with them); a

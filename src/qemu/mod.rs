@@ -76,6 +76,10 @@ pub struct QemuOptions {
     /// store as the template of the run's copy: one with the image's db
     /// certificate enrolled and Secure Boot enabled.
     pub secure_boot_vars: Option<PathBuf>,
+    /// Keep the firmware's variables (boot options, boot order) in this
+    /// file across runs, as a device's flash does; made from the template
+    /// when missing. `None`: each run starts from the template.
+    pub nvram: Option<PathBuf>,
 }
 
 /// Writes the system disk refuses with EIO: every write touching one
@@ -136,6 +140,7 @@ impl QemuOptions {
             net: None,
             type_after: Vec::new(),
             secure_boot_vars: None,
+            nvram: None,
         }
     }
 }

@@ -156,6 +156,52 @@ pub fn run_with(opts: &QemuOptions, observer: &mut dyn Observer) -> Result<QemuO
     Ok(outcome)
 }
 
+/// The run's firmware variable store: `--nvram FILE` itself (made from the
+/// template first when missing), or a private copy of the template (or of
+/// FILE, with `--snapshot`).
+fn variable_store(opts: &QemuOptions, template: &Path, work: &Path) -> Result<PathBuf, QemuError> {
+    let copy = |from: &Path, to: &Path| {
+        std::fs::copy(from, to)
+            .map(drop)
+            .map_err(|e| QemuError::io(format!("copying {}", from.display()), e))
+    };
+    let private = work.join(firmware::VARS_FILE);
+    let Some(nvram) = &opts.nvram else {
+        copy(template, &private)?;
+        return Ok(private);
+    };
+    if !nvram.exists() {
+        if opts.snapshot {
+            copy(template, &private)?;
+            return Ok(private);
+        }
+        let bytes = std::fs::read(template)
+            .map_err(|e| QemuError::io(format!("reading {}", template.display()), e))?;
+        crate::io::atomic::write_atomic(nvram, &bytes)
+            .map_err(|e| QemuError::io(format!("creating {}", nvram.display()), e))?;
+        return Ok(nvram.clone());
+    }
+    let (have, want) = (file_len(nvram)?, file_len(template)?);
+    if have != want {
+        return Err(QemuError::Unsupported(format!(
+            "{}: a variable store of {have} bytes, but the firmware's template {} has {want}",
+            nvram.display(),
+            template.display()
+        )));
+    }
+    if opts.snapshot {
+        copy(nvram, &private)?;
+        return Ok(private);
+    }
+    Ok(nvram.clone())
+}
+
+fn file_len(path: &Path) -> Result<u64, QemuError> {
+    std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|e| QemuError::io(format!("reading {}", path.display()), e))
+}
+
 /// Finds the firmware, picks the accelerator and watchdog syntax, and copies
 /// the firmware's variable store into `work`.
 fn prepare_machine(opts: &QemuOptions, qemu: &Path, work: &Path) -> Result<Machine, QemuError> {
@@ -168,9 +214,7 @@ fn prepare_machine(opts: &QemuOptions, qemu: &Path, work: &Path) -> Result<Machi
         None => Accel::detect()?,
     };
     let watchdog = probe_watchdog_syntax(qemu)?;
-    let vars = work.join(firmware::VARS_FILE);
-    std::fs::copy(&firmware.vars_template, &vars)
-        .map_err(|e| QemuError::io(format!("copying {}", firmware.vars_template.display()), e))?;
+    let vars = variable_store(opts, &firmware.vars_template, work)?;
     let fault_disk = match &opts.fault {
         Some(spec) => {
             let path = work.join("fault.img");
@@ -483,4 +527,55 @@ fn probe_watchdog_syntax(qemu: &Path) -> Result<WatchdogSyntax, QemuError> {
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(WatchdogSyntax::from_action_help(&text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(nvram: Option<PathBuf>, snapshot: bool) -> QemuOptions {
+        let mut o = QemuOptions::new(Path::new("disk.img"));
+        o.nvram = nvram;
+        o.snapshot = snapshot;
+        o
+    }
+
+    #[test]
+    fn variable_store_persists_only_with_nvram() {
+        let d = tempfile::tempdir().unwrap();
+        let template = d.path().join("template.fd");
+        std::fs::write(&template, [7u8; 64]).unwrap();
+        let work = d.path().join("work");
+        std::fs::create_dir(&work).unwrap();
+
+        // No --nvram: a private copy each run.
+        let v = variable_store(&options(None, false), &template, &work).unwrap();
+        assert!(v.starts_with(&work));
+        assert_eq!(std::fs::read(&v).unwrap(), [7u8; 64]);
+
+        // --nvram with --snapshot: a missing file stays missing.
+        let nvram = d.path().join("nvram.fd");
+        let v = variable_store(&options(Some(nvram.clone()), true), &template, &work).unwrap();
+        assert!(v.starts_with(&work) && !nvram.exists());
+
+        // --nvram: made from the template, then used as it is.
+        let v = variable_store(&options(Some(nvram.clone()), false), &template, &work).unwrap();
+        assert_eq!(v, nvram);
+        std::fs::write(&nvram, [9u8; 64]).unwrap();
+        let v = variable_store(&options(Some(nvram.clone()), false), &template, &work).unwrap();
+        assert_eq!(
+            (v.as_path(), std::fs::read(&v).unwrap()),
+            (nvram.as_path(), vec![9u8; 64])
+        );
+        // With --snapshot a copy of it, the file untouched by the run.
+        let v = variable_store(&options(Some(nvram.clone()), true), &template, &work).unwrap();
+        assert!(v.starts_with(&work));
+        assert_eq!(std::fs::read(&v).unwrap(), [9u8; 64]);
+
+        // A store of another firmware's size is refused, naming the file.
+        std::fs::write(&nvram, [9u8; 32]).unwrap();
+        let e = variable_store(&options(Some(nvram.clone()), false), &template, &work).unwrap_err();
+        assert!(matches!(e, QemuError::Unsupported(_)), "{e}");
+        assert!(e.to_string().contains("nvram.fd"), "{e}");
+    }
 }

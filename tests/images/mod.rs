@@ -244,15 +244,20 @@ pub fn copy_disk(src: &Path, dst: &Path) -> PathBuf {
     dst.to_path_buf()
 }
 
-/// Byte offset and length of partition `n` (1-based) per `sgdisk -i`.
-pub fn partition_range(disk: &Path, n: u32) -> (u64, u64) {
+/// What `sgdisk -i N` prints about partition `n` (1-based) of `disk`.
+fn sgdisk_info(disk: &Path, n: u32) -> String {
     let out = run_ok(
         Command::new("sgdisk")
             .arg("-i")
             .arg(n.to_string())
             .arg(disk),
     );
-    let text = String::from_utf8_lossy(&out.stdout);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Byte offset and length of partition `n` (1-based) per `sgdisk -i`.
+pub fn partition_range(disk: &Path, n: u32) -> (u64, u64) {
+    let text = sgdisk_info(disk, n);
     let field = |name: &str| -> u64 {
         text.lines()
             .find_map(|l| l.strip_prefix(name))
@@ -263,6 +268,15 @@ pub fn partition_range(disk: &Path, n: u32) -> (u64, u64) {
     let first = field("First sector: ");
     let last = field("Last sector: ");
     (first * 512, (last + 1 - first) * 512)
+}
+
+/// The unique GUID of partition `n` (1-based) per `sgdisk -i`, upper case.
+pub fn partition_guid(disk: &Path, n: u32) -> String {
+    let text = sgdisk_info(disk, n);
+    text.lines()
+        .find_map(|l| l.strip_prefix("Partition unique GUID: "))
+        .map(|g| g.trim().to_ascii_uppercase())
+        .unwrap_or_else(|| panic!("sgdisk -i {n}: no unique GUID\n{text}"))
 }
 
 /// Extracts partition `n` of `disk` into `out` (sparse).

@@ -421,6 +421,26 @@ pub fn assert_met(o: &QemuOutcome, what: &str) {
     );
 }
 
+/// A trial of slot B never reached userspace and the device fell back to
+/// A, with one `rollback` naming B's `version`.
+pub fn assert_fell_back_to_a(o: &QemuOutcome, version: &str) {
+    assert!(
+        events(o, "booted").iter().all(|e| e["slot"] == "A"),
+        "B reached userspace: {}",
+        describe(o)
+    );
+    let rb = events(o, "rollback");
+    assert_eq!(
+        (
+            rb[0]["from"].as_str(),
+            rb[0]["to"].as_str(),
+            rb[0]["version"].as_str()
+        ),
+        (Some("B"), Some("A"), Some(version)),
+        "{rb:?}"
+    );
+}
+
 pub fn events<'a>(
     o: &'a QemuOutcome,
     name: &str,
