@@ -63,6 +63,16 @@ if [ ! -x target/fw-venv/bin/virt-fw-vars ]; then
 fi
 export SLATE_VIRT_FW_VARS=$PWD/target/fw-venv/bin/virt-fw-vars
 
+# python-tuf (PyPI tuf, the TUF reference implementation, with cryptography
+# for its ed25519 keys) for tests/channel.rs: it reads slate's channel
+# repositories and writes one slate reads.
+step "tuf (PyPI) in target/tuf-venv"
+if [ ! -x target/tuf-venv/bin/python ] || ! target/tuf-venv/bin/python -c 'import tuf.ngclient, cryptography' 2>/dev/null; then
+    python3 -m venv target/tuf-venv
+    target/tuf-venv/bin/pip install -q tuf cryptography
+fi
+export SLATE_TUF_PYTHON=$PWD/target/tuf-venv/bin/python
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

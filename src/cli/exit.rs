@@ -143,6 +143,15 @@ fn classify_one(c: &(dyn StdError + 'static)) -> Option<ErrorClass> {
             VerityError::Io(_) | VerityError::ShortData { .. } => ErrorClass::Io,
         });
     }
+    if let Some(e) = c.downcast_ref::<crate::channel::TufError>() {
+        use crate::channel::TufError;
+        return Some(match e {
+            TufError::Io { .. } => ErrorClass::Io,
+            TufError::Http { .. } => ErrorClass::Failure,
+            TufError::Bad { .. } | TufError::Unsupported(_) => ErrorClass::InvalidInput,
+            _ => ErrorClass::Verification,
+        });
+    }
     if c.downcast_ref::<std::io::Error>().is_some() {
         return Some(ErrorClass::Io);
     }

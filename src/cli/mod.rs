@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 pub mod agent;
 pub mod build;
 pub mod bundle;
+pub mod channel;
 pub mod completions;
 pub mod diff;
 pub mod exit;
@@ -57,6 +58,8 @@ pub enum Command {
     Keygen(keygen::KeygenArgs),
     /// Pack a build directory into a signed update bundle.
     Bundle(bundle::BundleArgs),
+    /// Publish bundles on a TUF update channel, or poll one from the host.
+    Channel(channel::ChannelArgs),
     /// Verify a bundle's signatures and its whole payload.
     Verify(verify::VerifyArgs),
     /// Show what a bundle, build directory or disk image holds.
@@ -92,6 +95,7 @@ impl Cli {
             Command::Inspect(a) if a.json => {
                 m.insert("path".into(), a.bundle.display().to_string().into());
             }
+            Command::Channel(a) if a.command.json() => {}
             Command::Qemu(a) if a.json => {
                 m.insert("disk".into(), a.disk.display().to_string().into());
             }
@@ -122,6 +126,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verity(a) => verity::run(a),
         Command::Keygen(a) => keygen::run(a),
         Command::Bundle(a) => bundle::run(a),
+        Command::Channel(a) => channel::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Extract(a) => extract::run(a),

@@ -114,7 +114,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     slate::bundle::Digest::of(bytes).to_string()
 }
 
-fn sha256_file(path: &Path) -> String {
+pub fn sha256_file(path: &Path) -> String {
     use sha2::Digest;
     use std::io::Read;
     let mut f = File::open(path).unwrap();

@@ -5,6 +5,7 @@
 //! representable 1980-01-01 .. 2107-12-31 range are clamped to its ends.
 
 use crate::tree::Timestamp;
+use crate::utc::civil_from_days;
 
 /// A FAT date, time and the 10 ms creation-time refinement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,21 +49,6 @@ impl DosTime {
             hundredths: ((sec % 2) * 100) as u8 + (nanos / 10_000_000) as u8,
         }
     }
-}
-
-/// Year, month (1-12), day (1-31) of a day count since 1970-01-01 in the
-/// proleptic Gregorian calendar (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 #[cfg(test)]
