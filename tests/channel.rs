@@ -190,6 +190,30 @@ fn publish_fetch_promote_withdraw() {
         p["trusted"],
         json!({"root": 1, "timestamp": 2, "snapshot": 2, "targets": 2})
     );
+    // The JSON documents as docs/json.md describes them.
+    let fields = |v: &Value| -> Vec<String> { v.as_object().unwrap().keys().cloned().collect() };
+    assert_eq!(
+        fields(&p),
+        common::documented_json_fields("channel-fetch"),
+        "{p}"
+    );
+    assert_eq!(
+        fields(&p["offer"]),
+        fields(&doc_example("channel-fetch")["offer"])
+    );
+    let listed: Value = serde_json::from_str(&ok(slate()
+        .args(["channel", "list"])
+        .arg(&c.repo)
+        .arg("--json")))
+    .unwrap();
+    assert_eq!(
+        fields(&listed),
+        common::documented_json_fields("channel-list")
+    );
+    assert_eq!(
+        fields(&listed["bundles"][0]),
+        fields(&doc_example("channel-list")["bundles"][0])
+    );
 
     // Nothing changed: one conditional request for the timestamp, 304.
     nginx.clear_log();
@@ -205,6 +229,20 @@ fn publish_fetch_promote_withdraw() {
         "{p}"
     );
 
+    let changed: Value = serde_json::from_str(&ok(c.cmd("promote").args([
+        "--channel",
+        "stable",
+        "--version",
+        "2.0.0",
+        "--rollout",
+        "100",
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(
+        fields(&changed),
+        common::documented_json_fields("channel-change")
+    );
     // Withdrawn before the next poll: nothing is offered.
     ok(c.cmd("withdraw")
         .args(["--channel", "stable", "--version", "2.0.0"]));
@@ -692,6 +730,15 @@ fn slate_reads_a_python_tuf_repository() {
         p["trusted"],
         json!({"root": 1, "timestamp": 1, "snapshot": 1, "targets": 1})
     );
+}
+
+/// The example labelled `label` in docs/json.md.
+fn doc_example(label: &str) -> Value {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/json.md")).unwrap();
+    let fence = format!("```json {label}\n");
+    let start = doc.find(&fence).unwrap() + fence.len();
+    serde_json::from_str(&doc[start..start + doc[start..].find("```").unwrap()]).unwrap()
 }
 
 /// Gives `path` a modification time later than any before it in this
